@@ -1,0 +1,1 @@
+"""Engine of the debiasing benchmark: registries, data contract, runner, store, sweeps, perf."""

@@ -1,0 +1,156 @@
+"""The command line (``python run_bench.py ...``). User errors: one line on stderr, exit code 2."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any, NoReturn, Sequence
+
+from bench.errors import UserError
+
+DEFAULT_OUT = Path("results/runs")
+DEFAULT_SUITE = "quick"
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise UserError(f"{message} (see python run_bench.py -h)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="run_bench.py", description="Debiasing / shortcut-learning benchmark suite. "
+                     "With no command: run the quick suite and write its report.")
+    sub = parser.add_subparsers(dest="command", parser_class=_Parser)
+
+    lister = sub.add_parser("list", help="list registered names")
+    lister.add_argument("what", choices=["methods", "datasets", "suites", "models", "protocols"])
+
+    run = sub.add_parser("run", help="run one method on one dataset")
+    run.add_argument("--method", required=True)
+    run.add_argument("--dataset", required=True)
+    run.add_argument("--protocol", default="fast")
+    run.add_argument("--seed", type=int, default=0)
+    run.add_argument("--model", default=None, help="override the protocol's model")
+    run.add_argument("--hp", action="append", metavar="KEY=VALUE", help="hyper-parameter override (repeatable)")
+    run.add_argument("--data", action="append", metavar="KEY=VALUE", help="dataset option (repeatable)")
+    _common(run)
+
+    sweep = sub.add_parser("sweep", help="run every run of a suite (skips finished, resumes interrupted)")
+    sweep.add_argument("suite")
+    sweep.add_argument("--seeds", type=int, default=None, help="number of seeds (0..N-1)")
+    sweep.add_argument("--protocol", default=None, help="override the suite's protocol")
+    sweep.add_argument("--executor", default="inline", help="inline | processes | slurm")
+    sweep.add_argument("--workers", type=int, default=None)
+    sweep.add_argument("--no-report", action="store_true")
+    _common(sweep)
+
+    report = sub.add_parser("report", help="write the report from the results store")
+    report.add_argument("--out", type=Path, default=DEFAULT_OUT)
+
+    perf = sub.add_parser("perf", help="training images/s per method on this device")
+    perf.add_argument("--methods", nargs="*", default=None)
+    perf.add_argument("--protocol", default="paper")
+    perf.add_argument("--steps", type=int, default=20)
+    perf.add_argument("--batch-size", type=int, default=None)
+    perf.add_argument("--device", default="auto")
+    return parser
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", default="auto", help="cpu | cuda | auto (GPU when there is one)")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="results folder (default results/runs)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def cmd_list(args: argparse.Namespace) -> None:
+    from bench.data import list_datasets
+    from bench.method import get_method, list_methods
+    from bench.models import list_models
+    from bench.protocols import list_protocols
+    from bench.suites import get_suite, list_suites
+
+    if args.what == "methods":
+        for name in list_methods():
+            cls = get_method(name)
+            print(f"{name:<16}requires: {', '.join(sorted(cls.requires))}")
+    elif args.what == "suites":
+        for name in list_suites():
+            print(f"{name:<28}{get_suite(name).description.strip().splitlines()[0]}")
+    else:
+        names = {"datasets": list_datasets, "models": list_models, "protocols": list_protocols}[args.what]()
+        print("\n".join(names))
+
+
+def cmd_run(args: argparse.Namespace) -> None:
+    from bench.config import parse_assignments
+    from bench.runner import execute, pick_device
+    from bench.runs import make_run_config
+    from bench.store import Store
+
+    device = pick_device(args.device)
+    cfg = make_run_config(args.method, args.dataset, args.protocol, args.seed,
+                          hparams=parse_assignments(args.hp, "--hp"),
+                          dataset_params=parse_assignments(args.data, "--data"), model=args.model)
+    store = Store(args.out)
+    record = execute(cfg, store, device, progress=not args.quiet)
+    _print_record(record)
+    if record["status"] != "finished":
+        sys.exit(1)
+
+
+def _print_record(record: dict[str, Any]) -> None:
+    print(f"{record['run_id']}: {record['status']}" + (f" ({record['error']})" if record.get("error") else ""))
+    final = (record.get("final") or {}).get("iid_val")
+    if final:
+        accs = {k[:-4]: v for k, v in final.items() if k.endswith("_acc") and "group" not in k}
+        print("  selection iid_val (epoch {}): ".format(final["epoch"])
+              + ", ".join(f"{k} {100 * v:.2f}%" for k, v in accs.items()))
+
+
+def cmd_sweep(args: argparse.Namespace, suite_name: str | None = None) -> None:
+    from bench.suites import get_suite
+    from bench.sweep import run_sweep
+
+    suite = get_suite(suite_name or args.suite)
+    configs = suite.expand(seeds=args.seeds, protocol=args.protocol)
+    counts = run_sweep(configs, args.out, args.device, args.executor, args.workers, progress=not args.quiet)
+    print(f"suite {suite.name}: {len(configs)} runs: {counts['finished']} finished "
+          f"({counts['skipped']} already done), {counts['failed']} failed")
+    if not args.no_report:
+        _report(args.out)
+
+
+def _report(out: Path) -> None:
+    from reports.report import write_report
+
+    folder = write_report(out)
+    print(f"report: {folder / 'report.md'} and {folder / 'index.html'}")
+
+
+def cmd_perf(args: argparse.Namespace) -> None:
+    from bench.perf import format_results, run_perf
+    from bench.provenance import device_name
+    from bench.runner import pick_device
+
+    if args.steps < 1:
+        raise UserError(f"--steps must be >= 1, got {args.steps}")
+    device = pick_device(args.device)
+    results = run_perf(args.methods, args.protocol, device, args.steps, args.batch_size)
+    print(format_results(results, device_name(device), args.protocol))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        if args.command is None:
+            args = build_parser().parse_args(["sweep", DEFAULT_SUITE])
+        handlers = {"list": cmd_list, "run": cmd_run, "sweep": cmd_sweep, "perf": cmd_perf,
+                    "report": lambda a: _report(a.out)}
+        handlers[args.command](args)
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return UserError.exit_code
+    except KeyboardInterrupt:
+        print("interrupted: re-run the same command to resume", file=sys.stderr)
+        return 130
+    return 0

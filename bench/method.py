@@ -1,0 +1,172 @@
+"""The method contract. A method owns its models, optimisers, losses and backward passes; the runner
+owns epochs, evaluation, checkpoints, logging, timing and selection.
+
+A method file defines one class, decorated with ``@register_method("name")``, with:
+- a docstring citing its paper and equations;
+- ``Hparams``: a dataclass subclassing ``TrainHparams`` whose defaults are the paper's protocol, and
+  ``protocols``: per-protocol overrides (e.g. ``{"quick": {"epochs": 2}}``);
+- ``requires``: its supervision budget (subset of ``SUPERVISION``);
+- ``build()``, ``step(batch) -> dict of scalar tensors`` (no host sync), ``predict(x) -> logits``,
+  optionally ``val_loss(batch)`` (the validation objective used for IID-validation selection).
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Callable, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from bench.config import build_dataclass
+from bench.data import Batch
+from bench.errors import UserError
+from bench.registry import Registry, import_all_modules
+
+SUPERVISION = ("labels", "group_labels", "masks", "teacher", "debiased_view", "unbiased_validation")
+
+
+@dataclass
+class TrainHparams:
+    """Optimisation settings every method has (SGD with momentum and grad-norm clipping, as in the papers)."""
+
+    epochs: int = 100
+    batch_size: int = 128
+    lr: float = 1e-2
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ValueError("epochs and batch_size must be >= 1")
+        if self.lr <= 0:
+            raise ValueError("lr must be > 0")
+        if not 0 <= self.momentum < 1:
+            raise ValueError("momentum must be in [0, 1)")
+        if self.weight_decay < 0 or self.grad_clip < 0:
+            raise ValueError("weight_decay and grad_clip must be >= 0 (grad_clip 0 = off)")
+
+
+@dataclass
+class MethodContext:
+    """Everything a method may use to build itself."""
+
+    hp: Any
+    num_classes: int
+    image_shape: tuple[int, int, int]
+    model_name: str
+    device: torch.device
+    teacher: nn.Module | None = None
+    teacher_view: str = "x"
+    create_model: Callable[[], nn.Module] | None = None
+
+
+class Method:
+    """Base class with the common pieces (one SGD optimiser, CE validation loss, state dicts)."""
+
+    Hparams: ClassVar[type] = TrainHparams
+    protocols: ClassVar[dict[str, dict[str, Any]]] = {}
+    requires: ClassVar[frozenset[str]] = frozenset({"labels"})
+    is_teacher: ClassVar[bool] = False  # trains the teacher artifact (uses the protocol's teacher model)
+    train_views: ClassVar[tuple[str, ...]] = ("x",)  # image views a training batch carries
+    graph_capturable: ClassVar[bool] = False  # the whole step may be captured as one CUDA graph
+    registry_name: ClassVar[str] = ""
+
+    def __init__(self, ctx: MethodContext) -> None:
+        self.ctx = ctx
+        self.hp = ctx.hp
+        self.device = ctx.device
+        self.model: nn.Module = nn.Identity()
+        self.optimizer: torch.optim.Optimizer | None = None
+
+    # --- to implement -------------------------------------------------------------------------
+    def build(self) -> None:
+        raise NotImplementedError
+
+    def step(self, batch: Batch) -> dict[str, Tensor]:
+        raise NotImplementedError
+
+    def predict(self, x: Tensor) -> Tensor:
+        return self.model(x)
+
+    def val_loss(self, batch: Batch) -> Tensor:
+        """Mean validation objective on ``batch`` (eval mode, no grad). Default: cross-entropy."""
+        return F.cross_entropy(self.predict(batch.x), batch.y)
+
+    # --- shared helpers -----------------------------------------------------------------------
+    def new_model(self) -> nn.Module:
+        assert self.ctx.create_model is not None
+        return self.ctx.create_model().to(self.device)
+
+    def sgd(self, params: Any) -> torch.optim.Optimizer:
+        hp = self.hp
+        return torch.optim.SGD(params, lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay)
+
+    def clip_and_step(self, optimizer: torch.optim.Optimizer, params: list[Tensor]) -> Tensor:
+        """Clip the gradient norm (no host sync) and step; returns the pre-clip norm."""
+        if self.hp.grad_clip > 0:
+            norm = torch.nn.utils.clip_grad_norm_(params, self.hp.grad_clip, foreach=True)
+        else:
+            norm = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params if p.grad is not None]))
+        optimizer.step()
+        return norm
+
+    def trainable(self, module: nn.Module | None = None) -> list[Tensor]:
+        return [p for p in (module or self.model).parameters() if p.requires_grad]
+
+    def train(self) -> None:
+        self.model.train()
+
+    def eval(self) -> None:
+        self.model.eval()
+
+    def state_dict(self) -> dict[str, Any]:
+        state: dict[str, Any] = {"model": self.model.state_dict()}
+        if self.optimizer is not None:
+            state["optimizer"] = self.optimizer.state_dict()
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        if self.optimizer is not None and "optimizer" in state:
+            self.optimizer.load_state_dict(state["optimizer"])
+
+
+METHODS: Registry[type[Method]] = Registry("method", loader=lambda: import_all_modules("methods"))
+
+
+def register_method(name: str) -> Callable[[type[Method]], type[Method]]:
+    def decorator(cls: type[Method]) -> type[Method]:
+        unknown = set(cls.requires) - set(SUPERVISION)
+        if unknown:
+            raise ValueError(f"method {name}: unknown supervision {sorted(unknown)}; valid: {SUPERVISION}")
+        return METHODS.register(name)(cls)
+
+    return decorator
+
+
+def list_methods() -> list[str]:
+    return METHODS.names()
+
+
+def get_method(name: str) -> type[Method]:
+    return METHODS.get(name)
+
+
+def resolve_hparams(method: type[Method], protocol: str, overrides: dict[str, Any] | None = None) -> Any:
+    """Paper defaults, then the method's per-protocol overrides, then the user's overrides."""
+    values = dict(method.protocols.get(protocol, {}))
+    values.update(overrides or {})
+    return build_dataclass(method.Hparams, values, f"{method.registry_name} hyper-parameter")
+
+
+def hparams_dict(hp: Any) -> dict[str, Any]:
+    return dataclasses.asdict(hp)
+
+
+def check_supervision(method: type[Method], available: set[str]) -> None:
+    missing = sorted(set(method.requires) - available)
+    if missing:
+        raise UserError(f"method {method.registry_name!r} needs {', '.join(missing)}, which this dataset does not provide")

@@ -1,0 +1,62 @@
+"""Evaluation metrics: accuracy per split, per-group and worst-group accuracy, teacher agreement, gaps.
+
+Everything is accumulated on the device and read back once per split.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+from bench.data import BiasedDataset, Split, to_float_images
+
+
+@torch.no_grad()
+def predict_split(predict: Callable[[Tensor], Tensor], split: Split, batch_size: int, view: str = "x") -> Tensor:
+    """Predicted class of every image of ``split`` (on the device)."""
+    images = getattr(split, view)
+    preds = [predict(to_float_images(images[i:i + batch_size])).argmax(1) for i in range(0, len(split), batch_size)]
+    return torch.cat(preds)
+
+
+def split_metrics(name: str, split: Split, preds: Tensor, group_names: dict[int, str],
+                  teacher_preds: Tensor | None = None) -> dict[str, float]:
+    """Flat metrics ``<split>_acc``, ``<split>_group_acc/<g>``, ``<split>_worst_group_acc``, ``<split>_agreement``."""
+    correct = (preds == split.y).float()
+    values: dict[str, Tensor] = {f"{name}_acc": correct.mean()}
+    groups = torch.unique(split.group).tolist()
+    if len(groups) > 1 or group_names:
+        group_accs = []
+        for g in groups:
+            in_group = split.group == g
+            acc = correct[in_group].mean()
+            values[f"{name}_group_acc/{group_names.get(int(g), str(g))}"] = acc
+            group_accs.append(acc)
+        values[f"{name}_worst_group_acc"] = torch.stack(group_accs).min()
+    if teacher_preds is not None:
+        values[f"{name}_agreement"] = (preds == teacher_preds).float().mean()
+    keys = list(values)
+    numbers = torch.stack([values[k] for k in keys]).tolist()  # one host sync per split
+    return dict(zip(keys, numbers))
+
+
+def add_gaps(metrics: dict[str, float]) -> dict[str, float]:
+    """IID−OOD and IID−shift accuracy gaps, when those splits exist."""
+    for other in ("ood", "shift"):
+        if "iid_acc" in metrics and f"{other}_acc" in metrics:
+            metrics[f"iid_{other}_gap"] = metrics["iid_acc"] - metrics[f"{other}_acc"]
+    return metrics
+
+
+def evaluate(predict: Callable[[Tensor], Tensor], dataset: BiasedDataset, batch_size: int,
+             splits: list[str], teacher_preds: dict[str, Tensor] | None = None,
+             view: str = "x") -> dict[str, float]:
+    """Metrics of ``predict`` on ``splits`` (a model in eval mode)."""
+    metrics: dict[str, float] = {}
+    for name in splits:
+        split = dataset.splits[name]
+        preds = predict_split(predict, split, batch_size, view if name == "val" else "x")
+        metrics.update(split_metrics(name, split, preds, dataset.group_names,
+                                     None if teacher_preds is None else teacher_preds.get(name)))
+    return add_gaps(metrics)

@@ -1,0 +1,191 @@
+"""Model zoo: the paper's torchvision-layout ResNets, a small-input ResNet and a small CNN.
+
+Every ReLU is a distinct, non-inplace module used once per forward (LRP and ReLU hooks need that), so a
+torchvision ``BasicBlock``'s shared ``relu`` becomes ``relu1``/``relu2``. Parameter names match
+torchvision's, so its state dicts load unchanged. ``model.feature_layer`` names the last feature map
+(for Grad-CAM, attention and feature distillation).
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import Tensor, nn
+
+from bench.registry import Registry
+
+MODELS: Registry[Callable[..., nn.Module]] = Registry("model")
+
+
+def register_model(name: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+    return MODELS.register(name)
+
+
+def list_models() -> list[str]:
+    return MODELS.names()
+
+
+def create_model(name: str, num_classes: int, in_channels: int = 3) -> nn.Module:
+    return MODELS.create(name, num_classes=num_classes, in_channels=in_channels)
+
+
+class BasicBlock(nn.Module):
+    expansion = 1
+
+    def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(inplanes, planes, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.relu1 = nn.ReLU()
+        self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.downsample = downsample
+        self.relu2 = nn.ReLU()
+
+    def forward(self, x: Tensor) -> Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu1(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return self.relu2(out + identity)
+
+
+class Bottleneck(nn.Module):
+    expansion = 4
+
+    def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(inplanes, planes, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.relu1 = nn.ReLU()
+        self.conv2 = nn.Conv2d(planes, planes, 3, stride, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.relu2 = nn.ReLU()
+        self.conv3 = nn.Conv2d(planes, planes * 4, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(planes * 4)
+        self.downsample = downsample
+        self.relu3 = nn.ReLU()
+
+    def forward(self, x: Tensor) -> Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu1(self.bn1(self.conv1(x)))
+        out = self.relu2(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        return self.relu3(out + identity)
+
+
+class ResNet(nn.Module):
+    """torchvision's ResNet layout (7×7/2 stem + max-pool) or, with ``small_input``, a 3×3/1 stem and
+    no max-pool (the usual CIFAR/MNIST adaptation)."""
+
+    feature_layer = "layer4"
+
+    def __init__(self, block: type[BasicBlock] | type[Bottleneck], layers: list[int], num_classes: int,
+                 in_channels: int = 3, small_input: bool = False) -> None:
+        super().__init__()
+        self.inplanes = 64
+        if small_input:
+            self.conv1 = nn.Conv2d(in_channels, 64, 3, 1, 1, bias=False)
+        else:
+            self.conv1 = nn.Conv2d(in_channels, 64, 7, 2, 3, bias=False)
+        self.bn1 = nn.BatchNorm2d(64)
+        self.relu = nn.ReLU()
+        self.maxpool: nn.Module = nn.Identity() if small_input else nn.MaxPool2d(3, 2, 1)
+        self.layer1 = self._make_layer(block, 64, layers[0])
+        self.layer2 = self._make_layer(block, 128, layers[1], stride=2)
+        self.layer3 = self._make_layer(block, 256, layers[2], stride=2)
+        self.layer4 = self._make_layer(block, 512, layers[3], stride=2)
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.flatten = nn.Flatten(1)
+        self.fc = nn.Linear(512 * block.expansion, num_classes)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    def _make_layer(self, block: type[BasicBlock] | type[Bottleneck], planes: int, blocks: int,
+                    stride: int = 1) -> nn.Sequential:
+        downsample = None
+        if stride != 1 or self.inplanes != planes * block.expansion:
+            downsample = nn.Sequential(
+                nn.Conv2d(self.inplanes, planes * block.expansion, 1, stride, bias=False),
+                nn.BatchNorm2d(planes * block.expansion),
+            )
+        layers = [block(self.inplanes, planes, stride, downsample)]
+        self.inplanes = planes * block.expansion
+        layers += [block(self.inplanes, planes) for _ in range(1, blocks)]
+        return nn.Sequential(*layers)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return self.fc(self.flatten(self.avgpool(x)))
+
+
+class SmallCNN(nn.Module):
+    """A small conv net for quick CPU runs: three conv-BN-ReLU stages, global average pool, linear."""
+
+    feature_layer = "features"
+
+    def __init__(self, num_classes: int, in_channels: int = 3, width: int = 16) -> None:
+        super().__init__()
+
+        def stage(cin: int, cout: int, pool: bool) -> list[nn.Module]:
+            layers: list[nn.Module] = [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU()]
+            return layers + ([nn.MaxPool2d(2)] if pool else [])
+
+        self.features = nn.Sequential(
+            *stage(in_channels, width, pool=True),
+            *stage(width, 2 * width, pool=True),
+            *stage(2 * width, 4 * width, pool=False),
+        )
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.flatten = nn.Flatten(1)
+        self.fc = nn.Linear(4 * width, num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc(self.flatten(self.avgpool(self.features(x))))
+
+
+@register_model("resnet18")
+def resnet18(num_classes: int, in_channels: int = 3) -> nn.Module:
+    """ResNet18, torchvision layout, not adapted to small inputs (the distillation paper's student)."""
+    return ResNet(BasicBlock, [2, 2, 2, 2], num_classes, in_channels)
+
+
+@register_model("resnet34")
+def resnet34(num_classes: int, in_channels: int = 3) -> nn.Module:
+    """ResNet34, torchvision layout (the distillation paper's COLOURED MNIST teacher)."""
+    return ResNet(BasicBlock, [3, 4, 6, 3], num_classes, in_channels)
+
+
+@register_model("resnet50")
+def resnet50(num_classes: int, in_channels: int = 3) -> nn.Module:
+    return ResNet(Bottleneck, [3, 4, 6, 3], num_classes, in_channels)
+
+
+@register_model("resnet18_small")
+def resnet18_small(num_classes: int, in_channels: int = 3) -> nn.Module:
+    """ResNet18 with a 3×3 stride-1 stem and no max-pool (layer4 is 4×4 at 28×28)."""
+    return ResNet(BasicBlock, [2, 2, 2, 2], num_classes, in_channels, small_input=True)
+
+
+@register_model("small_cnn")
+def small_cnn(num_classes: int, in_channels: int = 3) -> nn.Module:
+    """Three-stage CNN (16/32/64 channels) for quick CPU runs."""
+    return SmallCNN(num_classes, in_channels)
+
+
+def feature_module(model: nn.Module) -> nn.Module:
+    """The module whose output is the model's last feature map."""
+    return model.get_submodule(model.feature_layer)  # type: ignore[arg-type]
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+@torch.no_grad()
+def copy_weights(src: nn.Module, dst: nn.Module) -> None:
+    dst.load_state_dict(src.state_dict())

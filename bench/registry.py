@@ -1,0 +1,67 @@
+"""Decorator registries (timm style): ``register_*`` / ``list_*`` / ``get_*`` / ``create_*``."""
+from __future__ import annotations
+
+from typing import Any, Callable, Generic, TypeVar
+
+from bench.errors import UserError
+
+T = TypeVar("T")
+
+
+class Registry(Generic[T]):
+    """A named table of factories; unknown names fail with one line listing the valid ones."""
+
+    def __init__(self, kind: str, loader: Callable[[], None] | None = None) -> None:
+        self.kind = kind
+        self._entries: dict[str, T] = {}
+        self._loader = loader
+        self._loaded = False
+
+    def register(self, name: str) -> Callable[[T], T]:
+        def decorator(obj: T) -> T:
+            if name in self._entries and self._entries[name] is not obj:
+                raise ValueError(f"{self.kind} {name!r} is registered twice")
+            self._entries[name] = obj
+            try:
+                obj.registry_name = name  # type: ignore[attr-defined]
+            except (AttributeError, TypeError):
+                pass
+            return obj
+
+        return decorator
+
+    def _ensure_loaded(self) -> None:
+        if self._loader is not None and not self._loaded:
+            self._loaded = True
+            self._loader()
+
+    def names(self) -> list[str]:
+        self._ensure_loaded()
+        return sorted(self._entries)
+
+    def get(self, name: str) -> T:
+        self._ensure_loaded()
+        if name not in self._entries:
+            raise UserError(
+                f"unknown {self.kind} {name!r}; valid {self.kind}s: {', '.join(self.names()) or '(none)'}"
+            )
+        return self._entries[name]
+
+    def create(self, name: str, *args: Any, **kwargs: Any) -> Any:
+        factory = self.get(name)
+        return factory(*args, **kwargs)  # type: ignore[operator]
+
+    def __contains__(self, name: str) -> bool:
+        self._ensure_loaded()
+        return name in self._entries
+
+
+def import_all_modules(package: str) -> None:
+    """Import every module of ``package`` so that its decorators register (no central list to edit)."""
+    import importlib
+    import pkgutil
+
+    pkg = importlib.import_module(package)
+    for info in pkgutil.iter_modules(pkg.__path__):
+        if not info.name.startswith("_"):
+            importlib.import_module(f"{package}.{info.name}")

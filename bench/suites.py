@@ -1,0 +1,81 @@
+"""Suites: named lists of (dataset, methods, protocol, seeds), defined as YAML files in
+``bench/suites/`` (or in Python with ``register_suite``), expanded into run configs by the sweep."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from bench.errors import UserError
+from bench.registry import Registry
+from bench.runs import RunConfig, make_run_config
+
+SUITE_DIR = Path(__file__).resolve().parent / "suites"
+
+
+@dataclass(frozen=True)
+class DatasetEntry:
+    name: str
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Suite:
+    name: str
+    description: str
+    protocol: str
+    methods: tuple[str, ...]
+    datasets: tuple[DatasetEntry, ...]
+    seeds: int = 1
+    hparams: dict[str, dict[str, Any]] = field(default_factory=dict)  # per-method overrides
+
+    def expand(self, seeds: int | None = None, protocol: str | None = None) -> list[RunConfig]:
+        """Every run of the suite: teachers first (others depend on them), then dataset × method × seed."""
+        n_seeds = self.seeds if seeds is None else seeds
+        if n_seeds < 1:
+            raise UserError(f"--seeds must be >= 1, got {n_seeds}")
+        configs = [
+            make_run_config(method, entry.name, protocol or self.protocol, seed,
+                            hparams=self.hparams.get(method), dataset_params=entry.params)
+            for entry in self.datasets for method in self.methods for seed in range(n_seeds)
+        ]
+        teachers = {RunConfig.from_dict(c.teacher).run_id: RunConfig.from_dict(c.teacher)
+                    for c in configs if c.teacher}
+        ordered = list(teachers.values()) + [c for c in configs if c.run_id not in teachers]
+        return list({c.run_id: c for c in ordered}.values())
+
+
+def _load_yaml_suites() -> None:
+    for path in sorted(SUITE_DIR.glob("*.yaml")):
+        register_suite(suite_from_yaml(path))
+
+
+SUITES: Registry[Suite] = Registry("suite", loader=_load_yaml_suites)
+
+
+def register_suite(suite: Suite) -> Suite:
+    return SUITES.register(suite.name)(suite)
+
+
+def list_suites() -> list[str]:
+    return SUITES.names()
+
+
+def get_suite(name: str) -> Suite:
+    return SUITES.get(name)
+
+
+def suite_from_yaml(path: Path) -> Suite:
+    try:
+        raw = yaml.safe_load(path.read_text())
+        datasets = tuple(
+            DatasetEntry(d) if isinstance(d, str) else DatasetEntry(d["name"], dict(d.get("params") or {}))
+            for d in raw["datasets"]
+        )
+        return Suite(name=raw["name"], description=raw.get("description", ""), protocol=raw["protocol"],
+                     methods=tuple(raw["methods"]), datasets=datasets, seeds=int(raw.get("seeds", 1)),
+                     hparams={k: dict(v) for k, v in (raw.get("hparams") or {}).items()})
+    except (yaml.YAMLError, KeyError, TypeError, ValueError) as err:
+        raise UserError(f"suite file {path} is malformed ({err}); compare it with bench/suites/quick.yaml") from None

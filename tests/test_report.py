@@ -1,0 +1,139 @@
+"""Golden tests of the report built from a small synthetic results store (CPU, a few seconds)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bench.errors import UserError
+from bench.store import Store
+from reports.report import STD_NOTE, write_report
+
+DATASET = "coloured_mnist"
+# (method, protocol, seed) -> (iid, ood, shift) accuracy at the iid_val and last selections.
+ACCURACIES: dict[tuple[str, str, int], tuple[float, float, float]] = {
+    ("distill", "standard", 0): (0.90, 0.50, 0.70),
+    ("distill", "standard", 1): (0.80, 0.60, 0.70),
+    ("erm", "standard", 0): (0.99, 0.10, 0.40),
+    ("erm", "standard", 1): (0.97, 0.30, 0.50),
+    ("teacher", "standard", 0): (0.95, 0.05, 0.30),
+    ("teacher", "standard", 1): (0.93, 0.15, 0.30),
+    ("erm", "shifted", 0): (0.96, 0.20, 0.35),
+}
+ORACLE_OOD_BONUS = 0.10
+HEADER = "method,dataset,protocol,selection,n_seeds,iid_acc,iid_acc_std,ood_acc,ood_acc_std,shift_acc,shift_acc_std"
+# By hand: mean and sample std (ddof=1) in percent; e.g. erm ood (10, 30) -> 20 ± sqrt(2 * 10²) = 14.14.
+EXPECTED_ROWS = [
+    "erm,coloured_mnist,shifted,iid_val,1,96.0,,20.0,,35.0,",
+    "erm,coloured_mnist,shifted,last,1,96.0,,20.0,,35.0,",
+    "erm,coloured_mnist,shifted,oracle,1,96.0,,30.0,,35.0,",
+    "distill,coloured_mnist,standard,iid_val,2,85.0,7.07,55.0,7.07,70.0,0.0",
+    "erm,coloured_mnist,standard,iid_val,2,98.0,1.41,20.0,14.14,45.0,7.07",
+    "teacher,coloured_mnist,standard,iid_val,2,94.0,1.41,10.0,7.07,30.0,0.0",
+    "distill,coloured_mnist,standard,last,2,85.0,7.07,55.0,7.07,70.0,0.0",
+    "erm,coloured_mnist,standard,last,2,98.0,1.41,20.0,14.14,45.0,7.07",
+    "teacher,coloured_mnist,standard,last,2,94.0,1.41,10.0,7.07,30.0,0.0",
+    "distill,coloured_mnist,standard,oracle,2,85.0,7.07,65.0,7.07,70.0,0.0",
+    "erm,coloured_mnist,standard,oracle,2,98.0,1.41,30.0,14.14,45.0,7.07",
+    "teacher,coloured_mnist,standard,oracle,2,94.0,1.41,20.0,7.07,30.0,0.0",
+]
+
+
+def config(method: str, protocol: str, seed: int) -> dict[str, Any]:
+    return {"method": method, "dataset": DATASET, "protocol": protocol, "seed": seed, "model": "mlp",
+            "hparams": {"lr": 0.001}, "dataset_params": {}, "teacher": None}
+
+
+def metrics(method: str, iid: float, ood: float, shift: float, epoch: int) -> dict[str, Any]:
+    """Flat metrics as the engine records them (fractions)."""
+    flat: dict[str, Any] = {
+        "epoch": epoch, "val_loss": 0.5, "val_acc": iid, "iid_acc": iid, "ood_acc": ood, "shift_acc": shift,
+        "iid_ood_gap": iid - ood, "iid_shift_gap": iid - shift,
+        "ood_worst_group_acc": ood / 2, "ood_group_acc/aligned": ood, "ood_group_acc/conflicting": ood / 2,
+    }
+    if method == "distill":
+        flat.update(ood_agreement=0.4, shift_agreement=0.6)
+    return flat
+
+
+def build_store(folder: Path) -> None:
+    """Three methods (one a teacher) × two seeds, a single-seed protocol, one failed and one pending run."""
+    store = Store(folder)
+    for (method, protocol, seed), (iid, ood, shift) in ACCURACIES.items():
+        run_id = f"{method}-{protocol}-{seed}"
+        store.ensure_run(run_id, config(method, protocol, seed))
+        for epoch in range(3):
+            store.add_epoch(run_id, epoch, {"train_loss": 1.0 / (epoch + 1),
+                                            **metrics(method, iid - 0.1 * (2 - epoch), ood, shift, epoch)})
+        final = {"iid_val": metrics(method, iid, ood, shift, 2), "last": metrics(method, iid, ood, shift, 2),
+                 "oracle": metrics(method, iid, ood + ORACLE_OOD_BONUS, shift, 1)}
+        cost = {"train_seconds": 120.0, "eval_seconds": 5.0, "wall_seconds": 130.0, "images_per_second": 5000.0,
+                "peak_memory_mb": 512.0, "device": "cpu", "train_images": 600000}
+        store.finish(run_id, final, cost, {"git": "abc"})
+    store.ensure_run("erm-standard-2", config("erm", "standard", 2))
+    store.fail("erm-standard-2", "CUDA out of memory\nwhile allocating | 2 GiB")
+    store.ensure_run("erm-standard-3", config("erm", "standard", 3))
+    store.close()
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("results")
+    build_store(folder)
+    return write_report(folder)
+
+
+def test_summary_csv_exact(report: Path) -> None:
+    assert (report / "summary.csv").read_text().splitlines() == [HEADER, *EXPECTED_ROWS]
+
+
+def test_markdown_tables(report: Path) -> None:
+    text = (report / "report.md").read_text()
+    headings = [text.index(f"#### Selection: {s}") for s in ("iid_val", "last", "oracle")]
+    assert headings == sorted(headings)
+    assert text.count(STD_NOTE) == 6 and "± = standard deviation over seeds" in text
+    assert "Seeds: 2 per method" in text and "Seeds: 1 per method" in text and "upper bound" in text
+    assert "| teacher | 2 | 94.00 ± 1.41 | 10.00 ± 7.07 | 30.00 ± 0.00 |" in text
+    assert "| erm | 1 | 96.00 ± n/a | 20.00 ± n/a | 35.00 ± n/a |" in text
+    assert "IID−OOD gap" in text and "teacher agreement OOD" in text and "worst-group OOD" in text
+    assert "| distill | 2 | 85.00 ± 7.07 | 55.00 ± 7.07 | 70.00 ± 0.00 | 30.00 ± 14.14 |" in text
+    assert "| erm | 2.00 | 5000 | 512 | cpu |" in text
+    assert "| erm-standard-2 | erm | coloured_mnist | standard | 2 | CUDA out of memory while allocating \\| 2 GiB |" in text
+    assert "1 run(s) still pending or running" in text
+    assert "![" in text and "](plots/accuracy_coloured_mnist_standard.png)" in text
+
+
+def test_html_self_contained(report: Path) -> None:
+    text = (report / "index.html").read_text()
+    assert text.count('src="data:image/png;base64,') == 4
+    assert 'src="http' not in text and "<script" not in text and "<link" not in text
+    assert "<td>teacher</td>" in text and "Selection: oracle" in text and "CUDA out of memory" in text
+
+
+def test_plots_exist(report: Path) -> None:
+    names = sorted(path.name for path in (report / "plots").iterdir())
+    assert names == ["accuracy_coloured_mnist_shifted.png", "accuracy_coloured_mnist_standard.png",
+                     "curves_coloured_mnist_shifted.png", "curves_coloured_mnist_standard.png"]
+    assert all((report / "plots" / n).read_bytes().startswith(b"\x89PNG") for n in names)
+
+
+def test_regeneration_is_byte_identical(report: Path) -> None:
+    files = sorted(p for p in report.rglob("*") if p.is_file())
+    before = {p: p.read_bytes() for p in files}
+    write_report(report.parent)
+    assert sorted(p for p in report.rglob("*") if p.is_file()) == files
+    assert all(p.read_bytes() == data for p, data in before.items())
+
+
+def test_empty_store_says_so(tmp_path: Path) -> None:
+    Store(tmp_path).close()
+    report = write_report(tmp_path)
+    assert (report / "summary.csv").read_text() == HEADER + "\n"
+    assert "No finished runs" in (report / "report.md").read_text()
+    assert "No finished runs" in (report / "index.html").read_text()
+
+
+def test_missing_store_raises(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="no results store"):
+        write_report(tmp_path)
