@@ -15,7 +15,7 @@ class Protocol:
     teacher_model: str
     description: str
     dataset_params: dict[str, dict[str, Any]] = field(default_factory=dict)
-    eval_batch_size: int = 1000
+    eval_batch_size: int = 512
     log_every: int = 50
 
     def dataset_options(self, dataset: str) -> dict[str, Any]:

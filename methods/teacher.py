@@ -30,7 +30,7 @@ class Teacher(Method):
     teacher. It validates on the debiased view of the validation split."""
 
     Hparams = TeacherHparams
-    protocols = {"fast": {"epochs": 3, "lr": 2e-2, "weight_decay": 0.0}}
+    protocols = {"fast": {"epochs": 3, "lr": 5e-2, "weight_decay": 5e-4}}
     requires = frozenset({"labels", "debiased_view"})
     is_teacher = True
     train_views = ("x_debiased",)

@@ -1,0 +1,136 @@
+"""Runner and store: end-to-end tiny runs, skip of finished runs, resume after an interruption with
+nothing lost or duplicated, divergence detection, selection rules, corrupt store."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from bench.errors import UserError
+from bench.runner import execute, select_epochs
+from bench.runs import make_run_config
+from bench.store import Store
+from tests.conftest import TINY_DATA, TINY_HP
+
+CPU = torch.device("cpu")
+
+
+def tiny_config(method: str = "erm", **hp: object):
+    return make_run_config(method, "coloured_mnist", "fast", seed=0, hparams={**TINY_HP, **hp},
+                           dataset_params=TINY_DATA)
+
+
+def test_run_finishes_with_metrics_for_every_split_and_rule(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    record = execute(tiny_config("erm", epochs=3), store, CPU, progress=False)
+    assert record["status"] == "finished"
+    assert set(record["final"]) == {"iid_val", "last", "oracle"}
+    final = record["final"]["last"]
+    for split in ("val", "iid", "ood", "shift"):
+        assert 0.0 <= final[f"{split}_acc"] <= 1.0
+        assert f"{split}_worst_group_acc" in final
+    assert final["iid_ood_gap"] == pytest.approx(final["iid_acc"] - final["ood_acc"])
+    assert [row["epoch"] for row in store.epochs(record["run_id"])] == [1, 2, 3]
+    cost = record["cost"]
+    assert cost["images_per_second"] > 0 and cost["train_images"] == 3 * (512 // 64) * 64
+    assert record["provenance"]["packages"]["torch"] == torch.__version__.split("+")[0] or record["provenance"]
+
+
+def test_finished_run_is_skipped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = Store(tmp_path)
+    cfg = tiny_config()
+    first = execute(cfg, store, CPU, progress=False)
+    import bench.runner as runner
+
+    monkeypatch.setattr(runner, "_Training", lambda *a, **k: pytest.fail("a finished run was retrained"))
+    again = execute(cfg, store, CPU, progress=False)
+    assert again["final"] == first["final"] and again["updated_at"] == first["updated_at"]
+
+
+def test_teacher_is_trained_once_and_reused(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    kd = execute(tiny_config("kd"), store, CPU, progress=False)
+    kd_ce = execute(tiny_config("kd_ce"), store, CPU, progress=False)
+    teachers = [r for r in store.runs() if r["method"] == "teacher"]
+    assert len(teachers) == 1 and teachers[0]["status"] == "finished"
+    assert kd["config"]["teacher"] == kd_ce["config"]["teacher"]
+    assert "ood_agreement" in kd["final"]["iid_val"]
+
+
+class Interrupt(KeyboardInterrupt):
+    pass
+
+
+@pytest.mark.parametrize("where", ["after_epoch_record", "after_checkpoint"])
+def test_interrupted_run_resumes_without_loss_or_duplicates(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                            where: str) -> None:
+    cfg = tiny_config("erm", epochs=4)
+    reference = execute(cfg, Store(tmp_path / "reference"), CPU, progress=False)
+
+    import bench.runner as runner
+
+    store = Store(tmp_path / "interrupted")
+    original_add, original_ckpt = Store.add_epoch, runner._Training._checkpoint
+
+    def add_epoch(self: Store, run_id: str, epoch: int, metrics: dict) -> None:
+        original_add(self, run_id, epoch, metrics)
+        if where == "after_epoch_record" and epoch == 2:
+            raise Interrupt
+
+    def checkpoint(self: object, epoch: int, history: list) -> None:
+        original_ckpt(self, epoch, history)
+        if where == "after_checkpoint" and epoch == 2:
+            raise Interrupt
+
+    monkeypatch.setattr(Store, "add_epoch", add_epoch)
+    monkeypatch.setattr(runner._Training, "_checkpoint", checkpoint)
+    with pytest.raises(Interrupt):
+        execute(cfg, store, CPU, progress=False)
+    assert store.get(cfg.run_id)["status"] == "running"
+    monkeypatch.undo()
+
+    resumed = execute(cfg, Store(tmp_path / "interrupted"), CPU, progress=False)
+    assert resumed["status"] == "finished"
+    epochs = Store(tmp_path / "interrupted").epochs(cfg.run_id)
+    assert [row["epoch"] for row in epochs] == [1, 2, 3, 4]
+    assert resumed["final"] == reference["final"]  # deterministic replay: same numbers as uninterrupted
+
+
+def test_diverging_run_fails_with_a_reason_and_sweep_goes_on(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    record = execute(tiny_config("erm", lr=1e30, grad_clip=0.0, momentum=0.0), store, CPU, progress=False)
+    assert record["status"] == "failed"
+    assert "non-finite" in record["error"] and "epoch 1" in record["error"]
+    ok = execute(tiny_config("erm"), store, CPU, progress=False)
+    assert ok["status"] == "finished"
+
+
+def test_selection_rules() -> None:
+    history = [
+        {"epoch": 1, "val_loss": 0.5, "ood_acc": 0.2},
+        {"epoch": 2, "val_loss": 0.1, "ood_acc": 0.3},
+        {"epoch": 3, "val_loss": 0.3, "ood_acc": 0.9},
+        {"epoch": 4, "val_loss": 0.1, "ood_acc": 0.1},
+    ]
+    chosen = select_epochs(history)
+    assert chosen["iid_val"]["epoch"] == 2  # lowest loss, first on ties
+    assert chosen["last"]["epoch"] == 4
+    assert chosen["oracle"]["epoch"] == 3
+
+
+def test_store_survives_concurrent_writers(tmp_path: Path) -> None:
+    a, b = Store(tmp_path), Store(tmp_path)
+    cfg = tiny_config().to_dict()
+    a.ensure_run("r1", cfg)
+    b.ensure_run("r1", cfg)
+    a.add_epoch("r1", 1, {"val_loss": 1.0})
+    b.add_epoch("r1", 1, {"val_loss": 0.5})
+    assert a.epochs("r1") == [{"epoch": 1, "val_loss": 0.5}]
+    assert len(a.runs()) == 1
+
+
+def test_corrupt_store_is_a_user_error(tmp_path: Path) -> None:
+    (tmp_path / "store.sqlite").write_bytes(b"this is not a database" * 100)
+    with pytest.raises(UserError, match="corrupt"):
+        Store(tmp_path)
