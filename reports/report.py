@@ -24,6 +24,7 @@ from matplotlib.ticker import MaxNLocator
 
 from bench.atomic import atomic_write_bytes, atomic_write_text
 from bench.store import Store
+from reports.paper import comparison_rows, load_reference
 
 GROUP_KEYS = ["method", "dataset", "protocol", "selection"]
 ID_COLUMNS = ["run_id", "method", "dataset", "protocol", "seed", "selection"]
@@ -237,6 +238,7 @@ def _section(dataset: str, protocol: str, finals: pd.DataFrame, aggregate: pd.Da
     blocks: list[Block] = [Heading(2, f"{dataset} / {protocol}"), Heading(3, "Accuracy")]
     for selection in _ordered_selections(here["selection"]):
         blocks += _accuracy_table(here[here["selection"] == selection].dropna(axis=1, how="all"), selection)
+    blocks += _paper_table(dataset, protocol, here[here["selection"] == "iid_val"])
     blocks += _cost_table(data.costs[(data.costs["dataset"] == dataset) & (data.costs["protocol"] == protocol)])
     curves = data.curves[(data.curves["dataset"] == dataset) & (data.curves["protocol"] == protocol)]
     blocks += _plots(dataset, protocol, finals, curves)
@@ -268,6 +270,21 @@ def _accuracy_table(rows: pd.DataFrame, selection: str) -> list[Block]:
     return [Heading(4, f"Selection: {selection}{mark}"),
             Para(f"Checkpoint chosen by {rule}. Seeds: {_seed_text(rows['n_seeds'])}. {STD_NOTE}"),
             Table(columns, cells)]
+
+
+def _paper_table(dataset: str, protocol: str, rows: pd.DataFrame) -> list[Block]:
+    """Ours (IID-validation selection) next to the published numbers, with the difference."""
+    reference = load_reference()
+    cells = comparison_rows(rows, reference, dataset)
+    if not cells:
+        return []
+    sources = "; ".join(sorted(set(reference[reference["dataset"] == dataset]["source"])))
+    columns = ["method", "seeds"] + [f"{_label(s)} {part}" for s in ("iid", "ood", "shift")
+                                     for part in ("ours", "paper", "Δ")]
+    note = (f"Paper: {sources}. Ours: protocol '{protocol}', selection iid_val, {STD_NOTE} "
+            "Δ = ours − paper (percentage points). The paper's own setting is the 'paper' protocol; other "
+            "protocols differ from it (model, epochs) and are shown for orientation only.")
+    return [Heading(3, "Paper vs ours"), Para(note), Table(columns, cells)]
 
 
 def _seed_text(counts: pd.Series) -> str:

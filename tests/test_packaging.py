@@ -2,8 +2,8 @@
 Hugging Face library) into site-packages: the checkout is used in place."""
 from __future__ import annotations
 
+import sysconfig
 import tomllib
-from importlib import metadata
 from pathlib import Path
 
 import pytest
@@ -21,12 +21,14 @@ def test_pyproject_declares_no_packages() -> None:
 
 
 def test_installed_distribution_ships_no_top_level_package() -> None:
-    try:
-        files = metadata.files("shortcut-bench")
-    except metadata.PackageNotFoundError:
+    """Read the RECORD of the installed wheel in site-packages (not the egg-info a build leaves in the
+    checkout, which importlib.metadata would find first when run from the repository root)."""
+    records = list(Path(sysconfig.get_paths()["purelib"]).glob("shortcut_bench-*.dist-info/RECORD"))
+    if not records:
         pytest.skip("shortcut-bench is not installed in this environment (run in place)")
-    shipped = {str(f).split("/")[0] for f in files or []}
+    shipped = {line.split(",")[0].split("/")[0] for line in records[0].read_text().splitlines() if line}
     assert not shipped & set(OUR_TOP_LEVEL), shipped
+    assert all(name.startswith("shortcut_bench-") for name in shipped), shipped
 
 
 def test_imports_resolve_to_the_checkout() -> None:

@@ -92,7 +92,7 @@ def test_markdown_tables(report: Path) -> None:
     text = (report / "report.md").read_text()
     headings = [text.index(f"#### Selection: {s}") for s in ("iid_val", "last", "oracle")]
     assert headings == sorted(headings)
-    assert text.count(STD_NOTE) == 6 and "± = standard deviation over seeds" in text
+    assert text.count(STD_NOTE) == 8 and "± = standard deviation over seeds" in text
     assert "Seeds: 2 per method" in text and "Seeds: 1 per method" in text and "upper bound" in text
     assert "| teacher | 2 | 94.00 ± 1.41 | 10.00 ± 7.07 | 30.00 ± 0.00 |" in text
     assert "| erm | 1 | 96.00 ± n/a | 20.00 ± n/a | 35.00 ± n/a |" in text
@@ -102,6 +102,16 @@ def test_markdown_tables(report: Path) -> None:
     assert "| erm-standard-2 | erm | coloured_mnist | standard | 2 | CUDA out of memory while allocating \\| 2 GiB |" in text
     assert "1 run(s) still pending or running" in text
     assert "![" in text and "](plots/accuracy_coloured_mnist_standard.png)" in text
+
+
+def test_paper_vs_ours(report: Path) -> None:
+    """Published numbers (results/paper) beside ours with Δ = ours − paper; methods without one are left out."""
+    text = (report / "report.md").read_text()
+    assert text.count("### Paper vs ours") == 2
+    assert ("| erm | 1 | 96.00 ± n/a | 100 | -4.00 | 20.00 ± n/a | 16.93 | +3.07 | 35.00 ± n/a | 0.18 | +34.82 |"
+            in text)
+    assert "| teacher | 2 | 94.00 ± 1.41 | 98.6 | -4.60 |" in text
+    assert "| distill | 2 |" not in text.split("### Paper vs ours")[1].split("###")[0]
 
 
 def test_html_self_contained(report: Path) -> None:

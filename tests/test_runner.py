@@ -134,3 +134,47 @@ def test_corrupt_store_is_a_user_error(tmp_path: Path) -> None:
     (tmp_path / "store.sqlite").write_bytes(b"this is not a database" * 100)
     with pytest.raises(UserError, match="corrupt"):
         Store(tmp_path)
+
+
+def test_sigkill_mid_run_then_rerun_loses_and_duplicates_nothing(tmp_path: Path) -> None:
+    """A real kill -9 of the CLI in the middle of a run; the same command then resumes and finishes."""
+    import os
+    import signal
+    import sqlite3
+    import subprocess
+    import sys
+    import time
+
+    root = Path(__file__).resolve().parents[1]
+    out = tmp_path / "results"
+    command = [sys.executable, "run_bench.py", "run", "--method", "erm", "--dataset", "coloured_mnist",
+               "--hp", "epochs=6", "--hp", "batch_size=64", "--data", "train_size=2048", "--data", "val_size=256",
+               "--data", "test_size=256", "--out", str(out), "--quiet", "--device", "cpu"]
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    proc = subprocess.Popen(command, cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    epochs_seen = 0
+    while time.time() < deadline and proc.poll() is None:
+        if (out / "store.sqlite").exists():
+            try:
+                with sqlite3.connect(out / "store.sqlite") as conn:
+                    epochs_seen = conn.execute("SELECT count(*) FROM epochs").fetchone()[0]
+            except sqlite3.OperationalError:
+                pass
+        if epochs_seen >= 2:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run finished before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    store = Store(out)
+    (record,) = store.runs()
+    before = store.epochs(record["run_id"])
+    assert record["status"] == "running" and 2 <= len(before) < 6
+
+    again = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    after = Store(out).epochs(record["run_id"])
+    assert [row["epoch"] for row in after] == [1, 2, 3, 4, 5, 6]
+    assert after[0] == before[0]
+    assert Store(out).get(record["run_id"])["status"] == "finished"
