@@ -33,6 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--model", default=None, help="override the protocol's model")
     run.add_argument("--hp", action="append", metavar="KEY=VALUE", help="hyper-parameter override (repeatable)")
     run.add_argument("--data", action="append", metavar="KEY=VALUE", help="dataset option (repeatable)")
+    run.add_argument("--teacher-hp", action="append", metavar="KEY=VALUE",
+                     help="hyper-parameter of the teacher artifact, for methods that need one (repeatable)")
     _common(run)
 
     sweep = sub.add_parser("sweep", help="run every run of a suite (skips finished, resumes interrupted)")
@@ -90,7 +92,8 @@ def cmd_run(args: argparse.Namespace) -> None:
     device = pick_device(args.device)
     cfg = make_run_config(args.method, args.dataset, args.protocol, args.seed,
                           hparams=parse_assignments(args.hp, "--hp"),
-                          dataset_params=parse_assignments(args.data, "--data"), model=args.model)
+                          dataset_params=parse_assignments(args.data, "--data"), model=args.model,
+                          teacher_hparams=parse_assignments(args.teacher_hp, "--teacher-hp"))
     store = Store(args.out)
     record = execute(cfg, store, device, progress=not args.quiet)
     _print_record(record)

@@ -43,7 +43,8 @@ class RunConfig:
 
 def make_run_config(method: str, dataset: str, protocol: str = "fast", seed: int = 0,
                     hparams: dict[str, Any] | None = None, dataset_params: dict[str, Any] | None = None,
-                    model: str | None = None, teacher_model: str | None = None) -> RunConfig:
+                    model: str | None = None, teacher_model: str | None = None,
+                    teacher_hparams: dict[str, Any] | None = None) -> RunConfig:
     """Resolve and validate everything a run needs; the result fully determines the run."""
     method_cls = get_method(method)
     proto = get_protocol(protocol)
@@ -57,6 +58,6 @@ def make_run_config(method: str, dataset: str, protocol: str = "fast", seed: int
     MODELS.get(chosen_model)
     teacher = None
     if "teacher" in method_cls.requires:
-        teacher = make_run_config(TEACHER_METHOD, dataset, protocol, TEACHER_SEED, None, dataset_params,
+        teacher = make_run_config(TEACHER_METHOD, dataset, protocol, TEACHER_SEED, teacher_hparams, dataset_params,
                                   model=teacher_model).to_dict()
     return RunConfig(method, dataset, protocol, seed, chosen_model, hp, params, teacher)

@@ -10,7 +10,7 @@ import yaml
 
 from bench.errors import UserError
 from bench.registry import Registry
-from bench.runs import RunConfig, make_run_config
+from bench.runs import TEACHER_METHOD, RunConfig, make_run_config
 
 SUITE_DIR = Path(__file__).resolve().parent / "suites"
 
@@ -29,7 +29,7 @@ class Suite:
     methods: tuple[str, ...]
     datasets: tuple[DatasetEntry, ...]
     seeds: int = 1
-    hparams: dict[str, dict[str, Any]] = field(default_factory=dict)  # per-method overrides
+    hparams: dict[str, dict[str, Any]] = field(default_factory=dict)  # per-method overrides ("teacher" too)
 
     def expand(self, seeds: int | None = None, protocol: str | None = None) -> list[RunConfig]:
         """Every run of the suite: teachers first (others depend on them), then dataset × method × seed."""
@@ -38,7 +38,8 @@ class Suite:
             raise UserError(f"--seeds must be >= 1, got {n_seeds}")
         configs = [
             make_run_config(method, entry.name, protocol or self.protocol, seed,
-                            hparams=self.hparams.get(method), dataset_params=entry.params)
+                            hparams=self.hparams.get(method), dataset_params=entry.params,
+                            teacher_hparams=self.hparams.get(TEACHER_METHOD))
             for entry in self.datasets for method in self.methods for seed in range(n_seeds)
         ]
         teachers = {RunConfig.from_dict(c.teacher).run_id: RunConfig.from_dict(c.teacher)

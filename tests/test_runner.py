@@ -178,3 +178,27 @@ def test_sigkill_mid_run_then_rerun_loses_and_duplicates_nothing(tmp_path: Path)
     assert [row["epoch"] for row in after] == [1, 2, 3, 4, 5, 6]
     assert after[0] == before[0]
     assert Store(out).get(record["run_id"])["status"] == "finished"
+
+
+def test_suite_teacher_overrides_reach_the_embedded_teacher() -> None:
+    from bench.suites import DatasetEntry, Suite
+
+    suite = Suite("t", "", "fast", ("teacher", "kd"), (DatasetEntry("coloured_mnist", TINY_DATA),),
+                  hparams={"teacher": {"epochs": 1}})
+    configs = suite.expand()
+    teacher, kd = configs[0], configs[1]
+    assert teacher.method == "teacher" and teacher.hparams["epochs"] == 1
+    assert kd.teacher == teacher.to_dict()  # one teacher, not two
+
+
+def test_processes_executor_runs_each_config_once(tmp_path: Path) -> None:
+    from bench.sweep import run_sweep
+
+    configs = [make_run_config("erm", "coloured_mnist", "fast", seed, hparams={**TINY_HP, "epochs": 1},
+                               dataset_params=TINY_DATA) for seed in (0, 1)]
+    counts = run_sweep(configs, tmp_path, device="cpu", executor="processes", workers=2, progress=False)
+    assert counts["finished"] == 2 and counts["failed"] == 0
+    again = run_sweep(configs, tmp_path, device="cpu", executor="processes", workers=2, progress=False)
+    assert again["skipped"] == 2
+    store = Store(tmp_path)
+    assert len(store.runs()) == 2 and all(len(store.epochs(r["run_id"])) == 1 for r in store.runs())
