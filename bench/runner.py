@@ -2,13 +2,15 @@
 split, selection rules, atomic checkpoints, resume, divergence detection, cost accounting)."""
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import math
 import resource
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 from torch import Tensor, nn
@@ -52,15 +54,38 @@ def execute(cfg: RunConfig, store: Store, device: torch.device, progress: bool =
     if record["status"] == "finished" or (record["status"] == "failed" and not retry_failed):
         return record
     teacher = load_teacher(cfg.teacher, store, device, progress) if cfg.teacher else None
-    store.mark_running(cfg.run_id)
-    try:
-        final, cost = _Training(cfg, store, device, teacher, progress).run()
-    except RunDiverged as err:
-        store.fail(cfg.run_id, str(err))
-        print(f"run {cfg.run_id} failed: {err}", file=sys.stderr)
-        return store.get(cfg.run_id) or record
-    store.finish(cfg.run_id, final, cost, provenance(device))
+    with run_lock(store.run_dir(cfg.run_id)) as owned:
+        if not owned:
+            print(f"run {cfg.run_id} is being run by another process; skipping it", file=sys.stderr)
+            return store.get(cfg.run_id) or record
+        record = store.get(cfg.run_id) or record
+        if record["status"] == "finished":  # finished by another process while we waited for the teacher
+            return record
+        store.mark_running(cfg.run_id)
+        try:
+            final, cost = _Training(cfg, store, device, teacher, progress).run()
+        except RunDiverged as err:
+            store.fail(cfg.run_id, str(err))
+            print(f"run {cfg.run_id} failed: {err}", file=sys.stderr)
+            return store.get(cfg.run_id) or record
+        store.finish(cfg.run_id, final, cost, provenance(device))
     return store.get(cfg.run_id) or record
+
+
+@contextlib.contextmanager
+def run_lock(run_dir: Path) -> Iterator[bool]:
+    """An exclusive, non-blocking lock on ``run_dir`` (released by the OS if the process dies)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with open(run_dir / "lock", "w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def load_teacher(teacher_cfg: dict[str, Any], store: Store, device: torch.device, progress: bool) -> nn.Module:

@@ -87,15 +87,23 @@ class KD(_Distill):
     requires = frozenset({"teacher"})
 
 
+@dataclass
+class KDWithLabelsHparams(KDHparams):
+    """As ``KDHparams``, with half of the loss on the hard labels by default."""
+
+    label_weight: float = 0.5
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.label_weight <= 0:
+            raise ValueError("label_weight must be > 0 for kd_ce (use kd for output distillation alone)")
+
+
 @register_method("kd_ce")
 class KDWithLabels(_Distill):
-    """Hinton et al. (2015) with the label loss: L = (1 − α) · CE(s, y) + α · τ² · KL(p_T^τ ‖ p_S^τ)
-    (α = 1 − ``label_weight``; default ``label_weight`` = 0.5)."""
+    """Hinton et al. (2015), Section 2, with the label loss:
+    L = w · CE(s, y) + (1 − w) · τ² · KL(p_T^τ ‖ p_S^τ), w = ``label_weight`` (default 0.5)."""
 
-    protocols = {"fast": {"epochs": 4, "label_weight": 0.5}}
+    Hparams = KDWithLabelsHparams
+    protocols = {"fast": {"epochs": 4}}
     requires = frozenset({"labels", "teacher"})
-
-    def __init__(self, ctx: MethodContext) -> None:
-        super().__init__(ctx)
-        if self.hp.label_weight == 0:
-            self.hp.label_weight = 0.5

@@ -87,3 +87,11 @@ def test_kd_paper_protocol_defaults() -> None:
         (3.0, 0.0, 1e-2, 0.99, 100, 128, 1.0)
     teacher = resolve_hparams(get_method("teacher"), "paper")
     assert (teacher.epochs, teacher.lr, teacher.momentum, teacher.weight_decay) == (200, 1e-3, 0.9, 1e-3)
+
+
+def test_kd_ce_defaults_and_validation() -> None:
+    from bench.errors import UserError
+
+    assert resolve_hparams(get_method("kd_ce"), "paper").label_weight == 0.5
+    with pytest.raises(UserError, match="label_weight must be > 0"):
+        resolve_hparams(get_method("kd_ce"), "paper", {"label_weight": 0})

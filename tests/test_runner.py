@@ -202,3 +202,17 @@ def test_processes_executor_runs_each_config_once(tmp_path: Path) -> None:
     assert again["skipped"] == 2
     store = Store(tmp_path)
     assert len(store.runs()) == 2 and all(len(store.epochs(r["run_id"])) == 1 for r in store.runs())
+
+
+def test_a_run_held_by_another_process_is_not_run_twice(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import bench.runner as runner
+
+    store = Store(tmp_path)
+    cfg = tiny_config()
+    store.ensure_run(cfg.run_id, cfg.to_dict())
+    monkeypatch.setattr(runner, "_Training", lambda *a, **k: pytest.fail("ran a run that another process holds"))
+    with runner.run_lock(store.run_dir(cfg.run_id)) as owned:
+        assert owned
+        # a second lock on the same folder from this process goes through another open file: it must fail
+        record = execute(cfg, store, CPU, progress=False)
+    assert record["status"] == "pending"
