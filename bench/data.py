@@ -123,7 +123,8 @@ class BiasedDataset:
 
 
 class DatasetFamily(Protocol):
-    """What ``@register_dataset`` expects: a ``Config`` dataclass, a ``version`` and ``build``."""
+    """What ``@register_dataset`` expects: a ``Config`` dataclass, a ``version`` and ``build``; optionally
+    ``fingerprint(cfg) -> str`` naming the source files' state, so edited user files invalidate the cache."""
 
     Config: type
     version: str
@@ -163,7 +164,9 @@ def load_dataset(
     """Build (or load from the cache) dataset ``name`` for ``seed`` and put it on ``device``."""
     family = DATASETS.get(name)
     cfg = dataset_config(name, params)
-    key = config_hash({"name": name, "version": family.version, "cfg": dataclasses.asdict(cfg), "seed": seed})
+    fingerprint = family.fingerprint(cfg) if hasattr(family, "fingerprint") else ""
+    key = config_hash({"name": name, "version": family.version, "cfg": dataclasses.asdict(cfg), "seed": seed,
+                       "source": fingerprint})
     path = (cache_dir or default_cache_dir()) / "datasets" / f"{name}-{key}.pt"
     device = torch.device(device)
     if path.exists():

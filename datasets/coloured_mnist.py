@@ -9,7 +9,7 @@ from torch import Tensor
 
 from bench.data import BiasedDataset, Split, register_dataset
 from bench.errors import UserError
-from datasets.mnist_source import SOURCES, load_mnist
+from datasets.mnist_source import SOURCES, load_mnist, source_fingerprint
 
 NUM_CLASSES = 10
 NUM_EXTRA_COLOURS = 10  # unbiasing colours and OOD test colours, 10 of each
@@ -90,6 +90,10 @@ class ColouredMNIST:
                                  f"got {self.train_size + self.val_size}")
             if self.test_size > TEST_POOL:
                 raise ValueError(f"test_size must be at most {TEST_POOL}, got {self.test_size}")
+
+    @staticmethod
+    def fingerprint(cfg: "ColouredMNIST.Config") -> str:
+        return source_fingerprint(cfg.source, cfg.root)
 
     @staticmethod
     def build(cfg: "ColouredMNIST.Config", device: torch.device | str, seed: int) -> BiasedDataset:

@@ -65,6 +65,21 @@ def _read_torchvision(root: str | None, download: bool) -> dict[str, np.ndarray]
     return {key: read_idx(_find_idx(raw, name), _expected_magic(key)) for key, name in IDX_FILES.items()}
 
 
+def source_fingerprint(source: str, root: str | None) -> str:
+    """What the digits were read from: the embedded file, or the size and mtime of each user IDX file
+    (so that replacing a user's files invalidates cached datasets built from them)."""
+    if source == "embedded":
+        return "embedded"
+    raw = Path(root or ".").expanduser() / "MNIST" / "raw"
+    parts = []
+    for name in IDX_FILES.values():
+        for candidate in (raw / name, raw / f"{name}.gz"):
+            if candidate.exists():
+                stat = candidate.stat()
+                parts.append(f"{candidate.name}:{stat.st_size}:{stat.st_mtime_ns}")
+    return "|".join(parts) or "missing"
+
+
 def _download(root: Path) -> None:
     """Let torchvision fetch (and unpack) the IDX files into ``root/MNIST/raw``; needs internet."""
     try:

@@ -25,6 +25,7 @@ from matplotlib.ticker import MaxNLocator
 from bench.atomic import atomic_write_bytes, atomic_write_text
 from bench.store import Store
 from reports.paper import comparison_rows, load_reference
+from reports.variants import display_names
 
 GROUP_KEYS = ["method", "dataset", "protocol", "selection"]
 ID_COLUMNS = ["run_id", "method", "dataset", "protocol", "seed", "selection"]
@@ -120,6 +121,10 @@ def _read_store(results_dir: Path) -> ReportData:
         epochs = {run["run_id"]: store.epochs(run["run_id"]) for run in finished}
     finally:
         store.close()
+    names = display_names(runs)
+    runs = [{**run, "method": names[run["run_id"]][0], "dataset": names[run["run_id"]][1]} for run in runs]
+    runs.sort(key=_run_order)
+    finished = [run for run in runs if run["status"] == "finished"]
     return ReportData(
         finals=_frame([_final_row(run, sel, metrics) for run in finished for sel, metrics in (run["final"] or {}).items()],
                       ID_COLUMNS),

@@ -246,3 +246,23 @@ def test_load_dataset_uses_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
         for field, tensor in split.tensors().items():
             other = getattr(second.splits[name], field)
             assert (tensor is None and other is None) or torch.equal(tensor, other), (name, field)
+
+
+def test_replacing_user_files_invalidates_the_cache(tmp_path: Path) -> None:
+    import shutil
+
+    root = tmp_path / "data"
+    params = {"source": "torchvision", "root": str(root), "train_size": 15, "val_size": 5, "test_size": 10}
+    write_fake_mnist(root)
+    first = load_dataset("coloured_mnist", params, seed=0, cache_dir=tmp_path / "cache")
+    shutil.rmtree(root)
+    rng = np.random.default_rng(1)
+    raw = root / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for key, name in IDX_FILES.items():
+        n = 20 if key.startswith("train") else 10
+        array = rng.integers(0, 256, (n, 28, 28)) if key.endswith("images") else np.arange(n) % 10
+        (raw / name).write_bytes(idx_bytes(array, 2051 if key.endswith("images") else 2049))
+    second = load_dataset("coloured_mnist", params, seed=0, cache_dir=tmp_path / "cache")
+    assert not torch.equal(first.splits["iid"].x, second.splits["iid"].x)
+    assert len(list((tmp_path / "cache" / "datasets").glob("*.pt"))) == 2

@@ -147,3 +147,23 @@ def test_empty_store_says_so(tmp_path: Path) -> None:
 def test_missing_store_raises(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="no results store"):
         write_report(tmp_path)
+
+
+def test_variants_are_not_averaged_together(tmp_path: Path) -> None:
+    """Runs that differ in more than the seed (a learning rate, a bias strength) get rows of their own."""
+    store = Store(tmp_path)
+    cases = [("lr", 0.1, 1.0, 0.9), ("lr", 0.01, 1.0, 0.5), ("strength", 0.001, 0.8, 0.7)]
+    for _, lr, strength, ood in cases:
+        for seed in (0, 1):
+            cfg = {**config("erm", "standard", seed), "hparams": {"lr": lr}, "dataset_params": {"strength": strength}}
+            run_id = f"erm-{lr}-{strength}-{seed}"
+            store.ensure_run(run_id, cfg)
+            m = metrics("erm", 1.0, ood, 0.1, 1)
+            store.finish(run_id, {"iid_val": m}, {"train_seconds": 1.0, "device": "cpu"}, {})
+    store.close()
+    rows = (write_report(tmp_path) / "summary.csv").read_text().splitlines()[1:]
+    assert sorted(row.split(",")[0] + "|" + row.split(",")[1] + "|" + row.split(",")[7] for row in rows) == [
+        "erm [lr=0.01]|coloured_mnist [strength=1.0]|50.0",
+        "erm [lr=0.1]|coloured_mnist [strength=1.0]|90.0",
+        "erm|coloured_mnist [strength=0.8]|70.0",  # the only erm variant on that dataset: no qualifier
+    ]
