@@ -3,8 +3,9 @@ owns epochs, evaluation, checkpoints, logging, timing and selection.
 
 A method file defines one class, decorated with ``@register_method("name")``, with:
 - a docstring citing its paper and equations;
-- ``Hparams``: a dataclass subclassing ``TrainHparams`` whose defaults are the paper's protocol, and
-  ``protocols``: per-protocol overrides (e.g. ``{"quick": {"epochs": 2}}``);
+- ``Hparams``: a dataclass subclassing ``TrainHparams`` whose defaults are the paper's protocol,
+  ``dataset_overrides``: per-dataset overrides, and ``protocols``: per-protocol overrides
+  (e.g. ``{"fast": {"epochs": 2}}``);
 - ``requires``: its supervision budget (subset of ``SUPERVISION``);
 - ``build()``, ``step(batch) -> dict of scalar tensors`` (no host sync), ``predict(x) -> logits``,
   optionally ``val_loss(batch)`` (the validation objective used for IID-validation selection).
@@ -67,7 +68,8 @@ class Method:
     """Base class with the common pieces (one SGD optimiser, CE validation loss, state dicts)."""
 
     Hparams: ClassVar[type] = TrainHparams
-    protocols: ClassVar[dict[str, dict[str, Any]]] = {}
+    protocols: ClassVar[dict[str, dict[str, Any]]] = {}  # protocol name → hyper-parameter overrides
+    dataset_overrides: ClassVar[dict[str, dict[str, Any]]] = {}  # dataset name → hyper-parameter overrides
     requires: ClassVar[frozenset[str]] = frozenset({"labels"})
     is_teacher: ClassVar[bool] = False  # trains the teacher artifact (uses the protocol's teacher model)
     train_views: ClassVar[tuple[str, ...]] = ("x",)  # image views a training batch carries
@@ -155,9 +157,19 @@ def get_method(name: str) -> type[Method]:
     return METHODS.get(name)
 
 
-def resolve_hparams(method: type[Method], protocol: str, overrides: dict[str, Any] | None = None) -> Any:
-    """Paper defaults, then the method's per-protocol overrides, then the user's overrides."""
-    values = dict(method.protocols.get(protocol, {}))
+def create_method(name: str, ctx: MethodContext) -> Method:
+    """Instantiate and build method ``name``."""
+    method = get_method(name)(ctx)
+    method.build()
+    return method
+
+
+def resolve_hparams(method: type[Method], protocol: str, overrides: dict[str, Any] | None = None,
+                    dataset: str | None = None) -> Any:
+    """Paper defaults, then the method's per-dataset overrides, then its per-protocol overrides, then
+    the user's overrides."""
+    values = dict(method.dataset_overrides.get(dataset, {})) if dataset else {}
+    values.update(method.protocols.get(protocol, {}))
     values.update(overrides or {})
     return build_dataclass(method.Hparams, values, f"{method.registry_name} hyper-parameter")
 

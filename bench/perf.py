@@ -33,7 +33,7 @@ class PerfResult:
 def measure(method_name: str, dataset: BiasedDataset, protocol: str, device: torch.device,
             steps: int = 20, warmup: int = 5, batch_size: int | None = None) -> PerfResult:
     method_cls = get_method(method_name)
-    hp = resolve_hparams(method_cls, protocol, {"batch_size": batch_size} if batch_size else None)
+    hp = resolve_hparams(method_cls, protocol, {"batch_size": batch_size} if batch_size else None, dataset.name)
     proto = get_protocol(protocol)
     model = proto.teacher_model if method_cls.is_teacher else proto.model
     teacher = None

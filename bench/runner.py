@@ -16,9 +16,9 @@ import torch
 from torch import Tensor, nn
 
 from bench.atomic import atomic_torch_save
-from bench.data import Batch, BiasedDataset, load_dataset, to_float_images
+from bench.data import Batch, BiasedDataset, load_dataset
 from bench.errors import UserError
-from bench.method import Method, MethodContext, check_supervision, get_method, resolve_hparams
+from bench.method import Method, MethodContext, check_supervision, create_method, get_method, resolve_hparams
 from bench.metrics import evaluate, predict_split
 from bench.models import create_model
 from bench.protocols import get_protocol
@@ -26,11 +26,6 @@ from bench.provenance import provenance
 from bench.runs import RunConfig
 from bench.store import Store
 
-SELECTION_RULES = {
-    "iid_val": "epoch with the lowest loss on the biased IID validation split (the method's own objective)",
-    "last": "last epoch",
-    "oracle": "epoch with the best OOD accuracy (uses OOD labels: an upper bound, not a fair selection)",
-}
 
 
 class RunDiverged(RuntimeError):
@@ -91,16 +86,38 @@ def run_lock(run_dir: Path) -> Iterator[bool]:
 def load_teacher(teacher_cfg: dict[str, Any], store: Store, device: torch.device, progress: bool) -> nn.Module:
     """The frozen teacher artifact: trained once per config (cached in the store), then reused."""
     cfg = RunConfig.from_dict(teacher_cfg)
-    record = execute(cfg, store, device, progress)
-    if record["status"] != "finished":
-        raise UserError(f"teacher run {cfg.run_id} failed ({record.get('error')}); fix it or pick another protocol")
-    state = torch.load(store.run_dir(cfg.run_id) / "best.pt", map_location="cpu", weights_only=True)
+    state = None
+    for _ in range(2):
+        record = execute(cfg, store, device, progress)
+        if record["status"] != "finished":
+            raise UserError(f"teacher run {cfg.run_id} failed ({record.get('error')}); fix it or pick another protocol")
+        state = load_checkpoint(store.run_dir(cfg.run_id) / "best.pt", torch.device("cpu"))
+        if state is not None:
+            break
+        print(f"teacher {cfg.run_id} has no usable checkpoint; training it again", file=sys.stderr)
+        store.reset(cfg.run_id)
+        (store.run_dir(cfg.run_id) / "last.pt").unlink(missing_ok=True)
+    if state is None:
+        raise UserError(f"teacher checkpoint {store.run_dir(cfg.run_id) / 'best.pt'} cannot be written or read; "
+                        "check the disk and the permissions of the results folder")
     model = create_model(cfg.model, state["num_classes"], state["in_channels"])
     model.load_state_dict(state["model"])
     model.to(device).eval()
     for p in model.parameters():
         p.requires_grad_(False)
     return model
+
+
+def load_checkpoint(path: Path, device: torch.device) -> dict[str, Any] | None:
+    """A checkpoint this suite wrote (tensors and plain containers only: ``weights_only=True``), or None
+    when it is missing or unreadable (truncated, foreign or tampered with)."""
+    try:
+        return torch.load(path, map_location=device, weights_only=True)
+    except FileNotFoundError:
+        return None
+    except Exception as err:
+        print(f"warning: checkpoint {path} is unreadable ({type(err).__name__}); ignoring it", file=sys.stderr)
+        return None
 
 
 def build_method(method_cls: type[Method], hp: Any, dataset: BiasedDataset, model_name: str,
@@ -112,13 +129,14 @@ def build_method(method_cls: type[Method], hp: Any, dataset: BiasedDataset, mode
         teacher=teacher, teacher_view=dataset.teacher_view,
         create_model=lambda: create_model(model_name, num_classes, shape[0]),
     )
-    method = method_cls(ctx)
-    method.build()
-    return method
+    return create_method(method_cls.registry_name, ctx)
 
 
 def select_epochs(history: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Final metrics under every selection rule, from the per-epoch history."""
+    """Final metrics under every selection rule, from the per-epoch history:
+    ``iid_val`` = lowest biased-validation loss (first on ties; the paper's rule), ``last`` = last epoch,
+    ``oracle`` = best OOD accuracy (OOD validation split if the dataset has one, else the OOD test split:
+    an upper bound, marked as such in every report)."""
     if not history:
         return {}
     chosen = {
@@ -181,11 +199,10 @@ class _Training:
     # --- checkpoints ------------------------------------------------------------------------
     def _resume(self) -> int:
         """Load the last checkpoint; returns the number of completed epochs."""
-        path = self.run_dir / "last.pt"
-        if not path.exists():
-            self.store.drop_epochs_after(self.cfg.run_id, -1)
+        state = load_checkpoint(self.run_dir / "last.pt", self.device)
+        if state is None:  # a fresh run, or a checkpoint we cannot trust: start from the beginning
+            self.store.drop_epochs_after(self.cfg.run_id, 0)
             return 0
-        state = torch.load(path, map_location=self.device, weights_only=True)
         self.method.load_state_dict(state["method"])
         torch.set_rng_state(state["rng"].cpu())
         if self.device.type == "cuda" and "cuda_rng" in state:
@@ -313,5 +330,3 @@ def _progress_bar(epochs: range, label: str, show: bool, start: int, total: int)
     return tqdm(epochs, desc=label, initial=start, total=total, unit="epoch", leave=False, dynamic_ncols=True,
                 file=sys.stderr)
 
-
-__all__ = ["execute", "load_teacher", "pick_device", "select_epochs", "SELECTION_RULES", "to_float_images"]

@@ -104,6 +104,13 @@ class Store:
         self._set(run_id, status="finished", error=None, final=canonical_json(final), cost=canonical_json(cost),
                   provenance=canonical_json(provenance))
 
+    def reset(self, run_id: str) -> None:
+        """Forget a run's results (it will be trained again from scratch)."""
+        with self._transaction():
+            self._conn.execute("DELETE FROM epochs WHERE run_id = ?", (run_id,))
+            self._conn.execute("UPDATE runs SET status = 'pending', error = NULL, final = NULL, cost = NULL,"
+                               " provenance = NULL, updated_at = ? WHERE run_id = ?", (time.time(), run_id))
+
     def fail(self, run_id: str, reason: str) -> None:
         self._set(run_id, status="failed", error=reason)
 

@@ -216,3 +216,37 @@ def test_a_run_held_by_another_process_is_not_run_twice(tmp_path: Path, monkeypa
         # a second lock on the same folder from this process goes through another open file: it must fail
         record = execute(cfg, store, CPU, progress=False)
     assert record["status"] == "pending"
+
+
+def test_unreadable_checkpoint_restarts_the_run_from_scratch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import bench.runner as runner
+
+    cfg = tiny_config("erm", epochs=3)
+    store = Store(tmp_path)
+    original = runner._Training._checkpoint
+
+    def checkpoint(self: object, epoch: int, history: list) -> None:
+        original(self, epoch, history)
+        if epoch == 2:
+            raise Interrupt
+
+    monkeypatch.setattr(runner._Training, "_checkpoint", checkpoint)
+    with pytest.raises(Interrupt):
+        execute(cfg, store, CPU, progress=False)
+    monkeypatch.undo()
+    (store.run_dir(cfg.run_id) / "last.pt").write_bytes(b"\x80\x02garbage")
+    record = execute(cfg, store, CPU, progress=False)
+    assert record["status"] == "finished"
+    assert [row["epoch"] for row in store.epochs(cfg.run_id)] == [1, 2, 3]
+    assert record["cost"]["train_images"] == 3 * (512 // 64) * 64  # counters restarted with the run
+
+
+def test_missing_teacher_artifact_is_retrained(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    first = execute(tiny_config("kd"), store, CPU, progress=False)
+    teacher_id = [r["run_id"] for r in store.runs() if r["method"] == "teacher"][0]
+    (store.run_dir(teacher_id) / "best.pt").unlink()
+    second = execute(tiny_config("kd_ce"), store, CPU, progress=False)
+    assert first["status"] == second["status"] == "finished"
+    assert (store.run_dir(teacher_id) / "best.pt").exists()
+    assert store.get(teacher_id)["status"] == "finished"
