@@ -1,7 +1,7 @@
 """Whole-step CUDA-graph capture for methods whose ``step`` is capturable (fixed shapes, no host sync)."""
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
@@ -41,14 +41,13 @@ class GraphedStep:
         return self.outputs
 
     def _capture(self, batch: Batch) -> None:
-        self.static = Batch(**{k: (None if v is None else v.clone()) for k, v in vars(batch).items()})
+        self.static = batch.map(torch.clone)
         self.graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(self.graph):
             self.outputs = self.step(self.static)
 
     def _load(self, batch: Batch) -> None:
         assert self.static is not None
-        for name, value in vars(batch).items():
-            target = getattr(self.static, name)
+        for name, value in batch.tensors().items():
             if value is not None:
-                target.copy_(value, non_blocking=True)
+                getattr(self.static, name).copy_(value, non_blocking=True)

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor
@@ -36,25 +37,28 @@ class Split:
     def __len__(self) -> int:
         return int(self.y.shape[0])
 
-    def to(self, device: torch.device | str) -> "Split":
-        return Split(**{k: (None if v is None else v.to(device)) for k, v in self.tensors().items()})
+    def to(self, device: torch.device | str) -> Split:
+        return self.map(lambda t: t.to(device))
+
+    def map(self, fn: Callable[[Tensor], Tensor]) -> Split:
+        """The split with ``fn`` applied to every tensor it has."""
+        return Split(x=fn(self.x), y=fn(self.y), bias=fn(self.bias), group=fn(self.group),
+                     mask=_apply(fn, self.mask), x_debiased=_apply(fn, self.x_debiased))
 
     def tensors(self) -> dict[str, Tensor | None]:
         return {k: getattr(self, k) for k in TENSOR_FIELDS}
 
-    def subset(self, n: int) -> "Split":
-        return Split(**{k: (None if v is None else v[:n]) for k, v in self.tensors().items()})
-
-    def batch(self, index: Tensor, views: tuple[str, ...] = ("x", "x_debiased")) -> "Batch":
-        """Float images of ``views`` (others left out) and every label tensor at ``index``."""
-        debiased = "x_debiased" in views and self.x_debiased is not None
+    def batch(self, index: Tensor, views: tuple[str, ...] = ("x", "x_debiased")) -> Batch:
+        """The images at ``index`` as floats in [0, 1] (``x`` always, ``x_debiased`` when ``views`` lists
+        it and the split has it) with their labels, attributes and masks."""
+        debiased = self.x_debiased if "x_debiased" in views else None
         return Batch(
-            x=to_float_images(self.x[index]) if "x" in views else None,
+            x=to_float_images(self.x[index]),
             y=self.y[index],
             bias=self.bias[index],
             group=self.group[index],
             mask=None if self.mask is None else self.mask[index],
-            x_debiased=to_float_images(self.x_debiased[index]) if debiased else None,
+            x_debiased=None if debiased is None else to_float_images(debiased[index]),
         )
 
 
@@ -62,7 +66,7 @@ class Split:
 class Batch:
     """What a method's ``step`` receives: float images in [0, 1] and their labels/attributes."""
 
-    x: Tensor | None
+    x: Tensor
     y: Tensor
     bias: Tensor
     group: Tensor
@@ -76,6 +80,18 @@ class Batch:
             raise UserError(f"view {name!r} is not in this batch: the dataset lacks it or the method's "
                             "train_views does not list it")
         return images
+
+    def tensors(self) -> dict[str, Tensor | None]:
+        return {k: getattr(self, k) for k in TENSOR_FIELDS}
+
+    def map(self, fn: Callable[[Tensor], Tensor]) -> Batch:
+        """The batch with ``fn`` applied to every tensor it has."""
+        return Batch(x=fn(self.x), y=fn(self.y), bias=fn(self.bias), group=fn(self.group),
+                     mask=_apply(fn, self.mask), x_debiased=_apply(fn, self.x_debiased))
+
+
+def _apply(fn: Callable[[Tensor], Tensor], tensor: Tensor | None) -> Tensor | None:
+    return None if tensor is None else fn(tensor)
 
 
 def to_float_images(x: Tensor) -> Tensor:
@@ -105,7 +121,7 @@ class BiasedDataset:
     def test_splits(self) -> list[str]:
         return [s for s in self.splits if s not in ("train", "val")]
 
-    def to(self, device: torch.device | str) -> "BiasedDataset":
+    def to(self, device: torch.device | str) -> BiasedDataset:
         return dataclasses.replace(self, splits={k: v.to(device) for k, v in self.splits.items()})
 
     def meta(self) -> dict[str, Any]:

@@ -13,8 +13,9 @@ A method file defines one class, decorated with ``@register_method("name")``, wi
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -72,7 +73,7 @@ class Method:
     dataset_overrides: ClassVar[dict[str, dict[str, Any]]] = {}  # dataset name → hyper-parameter overrides
     requires: ClassVar[frozenset[str]] = frozenset({"labels"})
     is_teacher: ClassVar[bool] = False  # trains the teacher artifact (uses the protocol's teacher model)
-    train_views: ClassVar[tuple[str, ...]] = ("x",)  # image views a training batch carries
+    train_views: tuple[str, ...] = ("x",)  # views in a training batch besides x (e.g. "x_debiased")
     graph_capturable: ClassVar[bool] = False  # the whole step may be captured as one CUDA graph
     registry_name: ClassVar[str] = ""
 
@@ -181,4 +182,5 @@ def hparams_dict(hp: Any) -> dict[str, Any]:
 def check_supervision(method: type[Method], available: set[str]) -> None:
     missing = sorted(set(method.requires) - available)
     if missing:
-        raise UserError(f"method {method.registry_name!r} needs {', '.join(missing)}, which this dataset does not provide")
+        raise UserError(f"method {method.registry_name!r} needs {', '.join(missing)}, "
+                        "which this dataset does not provide")

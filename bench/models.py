@@ -7,7 +7,7 @@ torchvision's, so its state dicts load unchanged. ``model.feature_layer`` names 
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn

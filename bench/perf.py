@@ -7,8 +7,8 @@ initialised model of the protocol's teacher architecture: throughput does not de
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 

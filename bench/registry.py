@@ -1,7 +1,8 @@
 """Decorator registries (timm style): ``register_*`` / ``list_*`` / ``get_*`` / ``create_*``."""
 from __future__ import annotations
 
-from typing import Any, Callable, Generic, TypeVar
+from collections.abc import Callable
+from typing import Any, Generic, TypeVar
 
 from bench.errors import UserError
 

@@ -8,9 +8,10 @@ import math
 import resource
 import sys
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -25,7 +26,6 @@ from bench.protocols import get_protocol
 from bench.provenance import provenance
 from bench.runs import RunConfig
 from bench.store import Store
-
 
 
 class RunDiverged(RuntimeError):
@@ -276,7 +276,7 @@ class _Training:
 
     def _check_finite(self, sums: dict[str, Tensor], epoch: int, step: int) -> dict[str, float]:
         """The one host sync of a logging interval: fail the run if a logged loss is NaN/inf."""
-        values = dict(zip(sums, torch.stack(list(sums.values())).tolist())) if sums else {}
+        values = dict(zip(sums, torch.stack(list(sums.values())).tolist(), strict=False)) if sums else {}
         bad = [k for k, v in values.items() if not math.isfinite(v)]
         if bad:
             raise RunDiverged(f"non-finite {', '.join(bad)} at epoch {epoch + 1}, by step {step}")

@@ -34,7 +34,7 @@ class RunConfig:
         return f"{self.method}-{self.dataset}-{self.protocol}-s{self.seed}-{config_hash(self.to_dict(), 10)}"
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "RunConfig":
+    def from_dict(cls, values: dict[str, Any]) -> RunConfig:
         return cls(**values)
 
     def label(self) -> str:

@@ -10,8 +10,9 @@ import json
 import os
 import sqlite3
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from bench.config import canonical_json
 from bench.errors import UserError
@@ -52,7 +53,8 @@ class Store:
         self.folder = Path(folder)
         self.path = self.folder / STORE_FILENAME
         if not self.path.exists() and not create:
-            raise UserError(f"no results store at {self.path}; run `python run_bench.py` or pass --out to a results folder")
+            raise UserError(f"no results store at {self.path}; run `python run_bench.py` or pass --out "
+                            "to a results folder")
         self.folder.mkdir(parents=True, exist_ok=True)
         try:
             self._conn = sqlite3.connect(self.path, timeout=60, isolation_level=None)
@@ -137,7 +139,8 @@ class Store:
         return None if row is None else _decode(row)
 
     def runs(self, status: str | None = None) -> list[dict[str, Any]]:
-        query, args = "SELECT * FROM runs", ()
+        query = "SELECT * FROM runs"
+        args: tuple[str, ...] = ()
         if status is not None:
             query, args = query + " WHERE status = ?", (status,)
         return [_decode(row) for row in self._conn.execute(query + " ORDER BY created_at, run_id", args)]

@@ -92,11 +92,11 @@ class ColouredMNIST:
                 raise ValueError(f"test_size must be at most {TEST_POOL}, got {self.test_size}")
 
     @staticmethod
-    def fingerprint(cfg: "ColouredMNIST.Config") -> str:
+    def fingerprint(cfg: ColouredMNIST.Config) -> str:
         return source_fingerprint(cfg.source, cfg.root)
 
     @staticmethod
-    def build(cfg: "ColouredMNIST.Config", device: torch.device | str, seed: int) -> BiasedDataset:
+    def build(cfg: ColouredMNIST.Config, device: torch.device | str, seed: int) -> BiasedDataset:
         return build_coloured_mnist(cfg, torch.device(device), seed)
 
 

@@ -12,9 +12,10 @@ import html
 import io
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Union
+from typing import Any, Union
 
 import matplotlib
 import matplotlib.style
@@ -80,7 +81,7 @@ class Plot:
     png: bytes
 
 
-Block = Union[Heading, Para, Table, Plot]
+Block = Union[Heading, Para, Table, Plot]  # noqa: UP007 (a runtime alias: `|` needs Python 3.10+)
 
 
 @dataclass(frozen=True)
@@ -126,8 +127,8 @@ def _read_store(results_dir: Path) -> ReportData:
     runs.sort(key=_run_order)
     finished = [run for run in runs if run["status"] == "finished"]
     return ReportData(
-        finals=_frame([_final_row(run, sel, metrics) for run in finished for sel, metrics in (run["final"] or {}).items()],
-                      ID_COLUMNS),
+        finals=_frame([_final_row(run, sel, metrics)
+                       for run in finished for sel, metrics in (run["final"] or {}).items()], ID_COLUMNS),
         costs=_frame([{**_identity(run), **(run["cost"] or {})} for run in finished], ID_COLUMNS[:5]),
         curves=_frame([{**_identity(run), **epoch} for run in finished for epoch in epochs[run["run_id"]]],
                       ID_COLUMNS[:5] + ["epoch"]),
@@ -302,7 +303,8 @@ def _cost_table(costs: pd.DataFrame) -> list[Block]:
     rows = []
     for method, runs in costs.groupby("method", sort=True):
         devices = ", ".join(sorted({str(d) for d in runs.get("device", pd.Series(dtype=object)).dropna()})) or "–"
-        rows.append([method, _number(_mean(runs, "train_seconds") / 60, 2), _number(_mean(runs, "images_per_second"), 0),
+        rows.append([method, _number(_mean(runs, "train_seconds") / 60, 2),
+                     _number(_mean(runs, "images_per_second"), 0),
                      _number(_mean(runs, "peak_memory_mb"), 0), devices])
     columns = ["method", "train minutes", "images/s", "peak memory MB", "device"]
     return [Heading(3, "Cost"), Para("Mean over seeds (all finished runs)."), Table(columns, rows)]
@@ -382,7 +384,7 @@ def _draw_curves(fig: Figure, curves: pd.DataFrame, splits: list[str]) -> None:
     columns = [f"{split}_acc" for split in splits]
     means = curves.groupby(["method", "epoch"], sort=True)[columns].mean() * 100
     axes = fig.subplots(1, len(splits), sharey=True, squeeze=False)[0]
-    for ax, split in zip(axes, splits):
+    for ax, split in zip(axes, splits, strict=False):
         for i, method in enumerate(means.index.get_level_values("method").unique()):
             series = means.loc[method, f"{split}_acc"]
             ax.plot(series.index, series.values, marker="o", markersize=3, label=method, color=f"C{i}")

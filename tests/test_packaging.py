@@ -3,10 +3,10 @@ Hugging Face library) into site-packages: the checkout is used in place."""
 from __future__ import annotations
 
 import sysconfig
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
 OUR_TOP_LEVEL = ("bench", "methods", "datasets", "reports", "tests")
