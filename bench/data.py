@@ -139,11 +139,14 @@ class BiasedDataset:
 
 
 class DatasetFamily(Protocol):
-    """What ``@register_dataset`` expects: a ``Config`` dataclass, a ``version`` and ``build``; optionally
+    """What ``@register_dataset`` expects: a ``Config`` dataclass, a ``version``, a ``card``,
+    ``test_options`` (small config values for the contract tests) and ``build``; optionally
     ``fingerprint(cfg) -> str`` naming the source files' state, so edited user files invalidate the cache."""
 
     Config: type
     version: str
+    card: str
+    test_options: dict[str, Any]
 
     @staticmethod
     def build(cfg: Any, device: torch.device, seed: int) -> BiasedDataset: ...

@@ -62,6 +62,7 @@ class ColouredMNIST:
 
     version = "1"
     card = CARD
+    test_options = {"train_size": 512, "val_size": 256, "test_size": 256}  # small, for contract tests
 
     @dataclass
     class Config:
