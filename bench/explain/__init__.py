@@ -1,0 +1,38 @@
+"""Differentiable explanations: LRP-ε, LRP-Flex, Gradient×Input, input gradients, Grad-CAM, attention.
+
+Every map is built from ordinary differentiable torch operations (vector-Jacobian products taken with
+``torch.autograd.grad`` and elementwise rescalings), never from modified backward hooks, so with
+``create_graph=True`` the parameter gradients of any loss on the map are exact (double backward).
+Nothing here synchronises with the host.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor, nn
+
+from bench.explain import cam, gradient, lrp  # noqa: F401  (registration)
+from bench.explain.registry import EXPLAINERS, list_explainers, register_explainer
+
+__all__ = ["explain", "list_explainers", "register_explainer"]
+
+
+def explain(model: nn.Module, x: Tensor, target: Tensor, method: str, *, create_graph: bool = False,
+            eps: float | Tensor | None = None, layer: nn.Module | str | None = None) -> Tensor:
+    """Explanation of logit ``target[i]`` of ``model`` for each sample ``x[i]``.
+
+    ``method``: ``lrp`` (LRP-ε on every conv/linear, batch norm merged into the preceding conv),
+    ``lrp_flex`` (ε at ReLU positions, last layer LRP-0), ``gradinput``, ``inputgrad``, ``gradcam``,
+    ``attention``. ``eps``: a scalar or a per-sample tensor (LRP only). ``layer``: a module of the model
+    or its name (Grad-CAM/attention; default ``model.feature_layer``). Input-level maps are B×C×H×W;
+    Grad-CAM and attention maps are B×1×h×w at ``layer``. With ``create_graph=True`` the map is
+    differentiable with respect to the model's parameters; otherwise it is returned detached.
+    """
+    explainer: Callable[..., Tensor] = EXPLAINERS.get(method)
+    if target.shape != (x.shape[0],):
+        raise ValueError(f"target must hold one class index per sample, shape ({x.shape[0]},), "
+                         f"got {tuple(target.shape)}")
+    with torch.enable_grad():  # works inside no_grad blocks too (e.g. a frozen teacher's maps)
+        heatmap = explainer(model, x, target, create_graph=create_graph, eps=eps, layer=layer)
+    return heatmap if create_graph else heatmap.detach()

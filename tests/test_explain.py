@@ -1,0 +1,239 @@
+"""Proof of correctness of the explanation engine (CPU, float64).
+
+- parameter gradients of a heatmap loss equal central finite differences, for every method, in train
+  and eval mode (the maps are exact under double backward);
+- LRP-0 (ε = 0) equals Gradient×Input; relevance is conserved on bias-free ReLU nets;
+- LRP-ε equals zennit's Epsilon rule with its ResNet canonizer (eval mode);
+- Grad-CAM equals an independent computation; explaining leaves parameters and state untouched.
+"""
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from bench.explain import explain, list_explainers
+from bench.explain.cam import upsample
+from bench.explain.lrp import relevance
+from bench.models import BasicBlock, Bottleneck, ResNet, SmallCNN, create_model
+
+METHODS = ["lrp", "lrp_flex", "gradinput", "inputgrad", "gradcam", "attention"]
+
+
+def tiny_resnet(block: type = BasicBlock) -> nn.Module:
+    torch.manual_seed(0)
+    model = ResNet(block, [1, 1, 1, 1], num_classes=4, small_input=True).double()
+    _randomise_batch_norm(model)
+    return model
+
+
+def _randomise_batch_norm(model: nn.Module) -> None:
+    """Non-trivial BN statistics and affine parameters (fresh ones are the identity)."""
+    generator = torch.Generator().manual_seed(1)
+    for module in model.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            n = module.num_features
+            module.running_mean.copy_(torch.rand(n, generator=generator, dtype=torch.float64) * 0.2 - 0.1)
+            module.running_var.copy_(torch.rand(n, generator=generator, dtype=torch.float64) + 0.5)
+            module.weight.data.copy_(torch.rand(n, generator=generator, dtype=torch.float64) + 0.5)
+            module.bias.data.copy_(torch.rand(n, generator=generator, dtype=torch.float64) * 0.2 - 0.1)
+
+
+def inputs(batch: int = 3, size: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(2)
+    return torch.rand(batch, 3, size, size, generator=generator, dtype=torch.float64), torch.tensor([0, 1, 3][:batch])
+
+
+def test_every_method_is_registered() -> None:
+    assert set(METHODS) <= set(list_explainers())
+
+
+@pytest.mark.parametrize("mode", ["eval", "train"])
+@pytest.mark.parametrize("method", METHODS)
+def test_parameter_gradients_match_finite_differences(method: str, mode: str) -> None:
+    model = tiny_resnet()
+    getattr(model, mode)()
+    x, target = inputs()
+    eps = torch.tensor([0.01, 0.05, 0.1], dtype=torch.float64)
+    weights = torch.randn(explain(model, x, target, method, eps=eps).shape, dtype=torch.float64,
+                          generator=torch.Generator().manual_seed(3))
+
+    def loss() -> torch.Tensor:
+        return (explain(model, x, target, method, eps=eps, create_graph=True) * weights).sum()
+
+    params = dict(model.named_parameters())
+    probes = [("conv1.weight", (1, 0, 1, 1)), ("layer1.0.bn1.weight", (2,)), ("layer2.0.conv2.weight", (0, 3, 1, 0)),
+              ("layer3.0.downsample.1.bias", (5,)), ("layer4.0.conv1.weight", (7, 1, 2, 2))]
+    if method not in ("gradcam", "attention"):  # feature maps at layer4 do not depend on the classifier
+        probes.append(("fc.weight", (1, 3)))
+    grads = torch.autograd.grad(loss(), [params[name] for name, _ in probes], allow_unused=True)
+    step = 1e-6
+    for (name, index), grad in zip(probes, grads, strict=True):
+        param = params[name]
+        with torch.no_grad():
+            original = param[index].item()
+            param[index] = original + step
+            up = loss().item()
+            param[index] = original - step
+            down = loss().item()
+            param[index] = original
+        numeric = (up - down) / (2 * step)
+        analytic = 0.0 if grad is None else grad[index].item()
+        assert analytic == pytest.approx(numeric, rel=1e-5, abs=1e-8), (method, mode, name)
+
+
+@pytest.mark.parametrize("mode", ["eval", "train"])
+@pytest.mark.parametrize("model_name", ["small_cnn", "resnet18", "resnet18_small", "resnet50"])
+def test_lrp_zero_equals_gradient_times_input(model_name: str, mode: str) -> None:
+    torch.manual_seed(0)
+    model = getattr(create_model(model_name, 10).double(), mode)()
+    x = torch.rand(2, 3, 32, 32, dtype=torch.float64)
+    target = torch.tensor([3, 7])
+    reference = explain(model, x, target, "gradinput")
+    torch.testing.assert_close(explain(model, x, target, "lrp_flex", eps=0.0), reference, rtol=1e-10, atol=1e-12)
+    exact = relevance(model, x, target, 0.0, create_graph=False, flex=False, norm_stabiliser=0.0)
+    torch.testing.assert_close(exact, reference, rtol=1e-10, atol=1e-12)
+    # (`explain(..., "lrp")` keeps zennit's 1e-6 Norm stabiliser on pooling and sums, which is not small where
+    # a residual sum is near 0; its parity with zennit is tested below)
+
+
+def bias_free_net() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(3, 6, 3, padding=1, bias=False), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(6, 8, 3, padding=1, bias=False), nn.ReLU(), nn.AdaptiveAvgPool2d(2), nn.Flatten(),
+        nn.Linear(32, 10, bias=False),
+    ).double().eval()
+
+
+def test_relevance_is_conserved_on_bias_free_nets() -> None:
+    model = bias_free_net()
+    x = torch.rand(4, 3, 8, 8, dtype=torch.float64)
+    target = torch.tensor([0, 2, 4, 9])
+    logits = model(x).gather(1, target.view(-1, 1)).squeeze(1)
+    for flex in (False, True):
+        heat = relevance(model, x, target, 0.0, create_graph=False, flex=flex, norm_stabiliser=0.0)
+        torch.testing.assert_close(heat.sum(dim=(1, 2, 3)), logits.detach(), rtol=1e-10, atol=1e-12)
+    # with ε > 0 relevance is absorbed: |Σ R| shrinks
+    absorbed = explain(model, x, target, "lrp", eps=1.0).sum(dim=(1, 2, 3))
+    assert bool((absorbed.abs() < logits.abs()).all())
+
+
+@pytest.mark.parametrize("block", [BasicBlock, Bottleneck])
+def test_lrp_equals_zennit_epsilon_with_resnet_canonizer(block: type) -> None:
+    zennit = pytest.importorskip("zennit")
+    torchvision = pytest.importorskip("torchvision")
+    from zennit.attribution import Gradient
+    from zennit.composites import LayerMapComposite
+    from zennit.layer import Sum
+    from zennit.rules import Epsilon, Norm, Pass
+    from zennit.torchvision import ResNetCanonizer
+    from zennit.types import Activation, AvgPool, Convolution, Linear
+
+    factory = torchvision.models.resnet18 if block is BasicBlock else torchvision.models.resnet50
+    reference_model = factory(num_classes=10).double().eval()
+    ours = create_model("resnet18" if block is BasicBlock else "resnet50", 10).double().eval()
+    _randomise_batch_norm(reference_model)
+    ours.load_state_dict(reference_model.state_dict())
+    # zennit 0.5.1 merges BN into the conv but leaves an identity BN that still divides by sqrt(1 + bn.eps);
+    # with bn.eps = 0 both models compute exactly the same function, so the heatmaps can be compared exactly
+    for model in (reference_model, ours):
+        for module in model.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                module.eps = 0.0
+    x = torch.rand(3, 3, 64, 64, dtype=torch.float64)
+    target = torch.tensor([0, 5, 9])
+    for eps in (1e-9, 0.05, 1.0):
+        composite = LayerMapComposite(
+            layer_map=[(Activation, Pass()), (Sum, Norm()), (AvgPool, Norm()), (Convolution, Epsilon(epsilon=eps)),
+                       (Linear, Epsilon(epsilon=eps))],
+            canonizers=[ResNetCanonizer()],
+        )
+        with torch.no_grad():
+            logits = reference_model(x)
+        with Gradient(model=reference_model, composite=composite) as attributor:
+            # zennit starts from the relevance given; LRP starts from the explained logit's value
+            _, expected = attributor(x, torch.eye(10, dtype=torch.float64)[target] * logits)
+        torch.testing.assert_close(explain(ours, x, target, "lrp", eps=eps), expected, rtol=1e-9, atol=1e-12)
+    assert zennit is not None
+
+
+def test_per_sample_eps() -> None:
+    model = tiny_resnet().eval()
+    x, target = inputs()
+    eps = torch.tensor([0.0, 0.05, 0.5], dtype=torch.float64)
+    together = explain(model, x, target, "lrp", eps=eps)
+    # eval mode: samples are independent, so each row equals a one-sample explanation with its own ε
+    for i in range(3):
+        alone = explain(model, x[i:i + 1], target[i:i + 1], "lrp", eps=float(eps[i]))
+        torch.testing.assert_close(together[i:i + 1], alone)
+
+
+def test_gradcam_equals_an_independent_computation() -> None:
+    model = tiny_resnet().eval()
+    x, target = inputs()
+    features = {}
+    model.layer4.register_forward_hook(lambda m, i, o: features.__setitem__("a", o))
+    logits = model(x)
+    activation = features["a"]
+    maps = []
+    for i in range(3):  # per sample, with an explicit loop over channels
+        (grad,) = torch.autograd.grad(logits[i, target[i]], activation, retain_graph=True)
+        weights = [grad[i, c].mean() for c in range(activation.shape[1])]
+        total = sum(w * activation[i, c] for c, w in enumerate(weights))
+        maps.append(torch.clamp(total, min=0).unsqueeze(0))
+    expected = torch.stack(maps)
+    torch.testing.assert_close(explain(model, x, target, "gradcam"), expected.detach())
+    torch.testing.assert_close(explain(model, x, target, "gradcam", layer="layer4"), expected.detach())
+    attention = explain(model, x, target, "attention", layer=model.layer4)
+    torch.testing.assert_close(attention, activation.detach().pow(2).sum(1, keepdim=True))
+    assert upsample(attention, x).shape == (3, 1, 8, 8)
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("mode", ["eval", "train"])
+def test_explaining_leaves_parameters_and_state_unchanged(method: str, mode: str) -> None:
+    model = getattr(tiny_resnet(), mode)()
+    x, target = inputs()
+    model(x)  # one forward first, so that train-mode BN statistics are compared after the same number of calls
+    before = copy.deepcopy(model.state_dict())
+    names = [name for name, _ in model.named_parameters()]
+    explain(model, x, target, method, create_graph=True)
+    model_state = model.state_dict()
+    for key, value in before.items():
+        if key.endswith(("running_mean", "running_var", "num_batches_tracked")) and mode == "train":
+            continue  # a train-mode forward updates BN running statistics, as any forward does
+        assert torch.equal(value, model_state[key]), key
+    assert [name for name, _ in model.named_parameters()] == names
+    assert all(p.grad is None for p in model.parameters())
+    assert not any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())
+
+
+@pytest.mark.parametrize("model_name", ["small_cnn", "resnet18", "resnet18_small", "resnet34", "resnet50"])
+@pytest.mark.parametrize("size", [28, 32, 64])
+def test_shapes_for_the_zoo(model_name: str, size: int) -> None:
+    model = create_model(model_name, 10).eval()
+    x = torch.rand(2, 3, size, size)
+    target = torch.tensor([1, 2])
+    for method in ("lrp", "lrp_flex", "gradinput", "inputgrad"):
+        assert explain(model, x, target, method).shape == x.shape
+    for method in ("gradcam", "attention"):
+        heat = explain(model, x, target, method)
+        assert heat.dim() == 4 and heat.shape[:2] == (2, 1)
+
+
+def test_unknown_containers_are_refused() -> None:
+    class Branchy(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a = nn.Linear(4, 3)
+            self.b = nn.Linear(4, 3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.a(x) + self.b(x)
+
+    with pytest.raises(NotImplementedError, match="no LRP rule for Branchy"):
+        explain(Branchy(), torch.rand(2, 4), torch.tensor([0, 1]), "lrp")
+    assert isinstance(SmallCNN(10), nn.Module)
