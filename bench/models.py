@@ -7,6 +7,7 @@ torchvision's, so its state dicts load unchanged. ``model.feature_layer`` names 
 """
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable
 
 import torch
@@ -123,6 +124,87 @@ class ResNet(nn.Module):
         return self.fc(self.flatten(self.avgpool(x)))
 
 
+class DenseLayer(nn.Module):
+    """BN-ReLU-1×1 conv-BN-ReLU-3×3 conv producing ``growth`` new channels (torchvision's parameter names)."""
+
+    def __init__(self, in_channels: int, growth: int, bn_size: int) -> None:
+        super().__init__()
+        self.norm1 = nn.BatchNorm2d(in_channels)
+        self.relu1 = nn.ReLU()
+        self.conv1 = nn.Conv2d(in_channels, bn_size * growth, 1, bias=False)
+        self.norm2 = nn.BatchNorm2d(bn_size * growth)
+        self.relu2 = nn.ReLU()
+        self.conv2 = nn.Conv2d(bn_size * growth, growth, 3, padding=1, bias=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.conv2(self.relu2(self.norm2(self.conv1(self.relu1(self.norm1(x))))))
+
+
+class DenseBlock(nn.ModuleDict):
+    """Each layer sees the concatenation of the block input and every earlier layer's output."""
+
+    def __init__(self, layers: int, in_channels: int, growth: int, bn_size: int) -> None:
+        super().__init__({f"denselayer{i + 1}": DenseLayer(in_channels + i * growth, growth, bn_size)
+                          for i in range(layers)})
+
+    def forward(self, x: Tensor) -> Tensor:
+        for layer in self.values():
+            x = torch.cat([x, layer(x)], dim=1)
+        return x
+
+
+class Transition(nn.Sequential):
+    def __init__(self, in_channels: int, out_channels: int) -> None:
+        super().__init__()
+        self.add_module("norm", nn.BatchNorm2d(in_channels))
+        self.add_module("relu", nn.ReLU())
+        self.add_module("conv", nn.Conv2d(in_channels, out_channels, 1, bias=False))
+        self.add_module("pool", nn.AvgPool2d(2, 2))
+
+
+class DenseNet(nn.Module):
+    """torchvision's DenseNet layout and parameter names, with the final ReLU a module of ``features``
+    (``features.relu5``) and the dense blocks written with explicit concatenation."""
+
+    feature_layer = "features"
+
+    def __init__(self, growth: int, blocks: tuple[int, ...], init_features: int, num_classes: int,
+                 in_channels: int = 3, bn_size: int = 4, small_input: bool = False) -> None:
+        super().__init__()
+        stem: list[tuple[str, nn.Module]] = [
+            ("conv0", nn.Conv2d(in_channels, init_features, 3 if small_input else 7, 1 if small_input else 2,
+                                1 if small_input else 3, bias=False)),
+            ("norm0", nn.BatchNorm2d(init_features)),
+            ("relu0", nn.ReLU()),
+        ]
+        if not small_input:
+            stem.append(("pool0", nn.MaxPool2d(3, 2, 1)))
+        self.features = nn.Sequential(OrderedDict(stem))
+        channels = init_features
+        for i, layers in enumerate(blocks):
+            self.features.add_module(f"denseblock{i + 1}", DenseBlock(layers, channels, growth, bn_size))
+            channels += layers * growth
+            if i != len(blocks) - 1:
+                self.features.add_module(f"transition{i + 1}", Transition(channels, channels // 2))
+                channels //= 2
+        self.features.add_module("norm5", nn.BatchNorm2d(channels))
+        self.features.add_module("relu5", nn.ReLU())
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.flatten = nn.Flatten(1)
+        self.classifier = nn.Linear(channels, num_classes)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight)
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.Linear):
+                nn.init.zeros_(m.bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.classifier(self.flatten(self.avgpool(self.features(x))))
+
+
 class SmallCNN(nn.Module):
     """A small conv net for quick CPU runs: three conv-BN-ReLU stages (max-pool after the first two), an
     adaptive average pool to 4×4 (spatial layout matters for digits; a global pool loses it), linear."""
@@ -170,6 +252,18 @@ def resnet50(num_classes: int, in_channels: int = 3) -> nn.Module:
 def resnet18_small(num_classes: int, in_channels: int = 3) -> nn.Module:
     """ResNet18 with a 3×3 stride-1 stem and no max-pool (layer4 is 4×4 at 28×28)."""
     return ResNet(BasicBlock, [2, 2, 2, 2], num_classes, in_channels, small_input=True)
+
+
+@register_model("densenet121")
+def densenet121(num_classes: int, in_channels: int = 3) -> nn.Module:
+    """DenseNet121, torchvision layout (the distillation paper's COCO-on-Places model, at 64×64)."""
+    return DenseNet(32, (6, 12, 24, 16), 64, num_classes, in_channels)
+
+
+@register_model("densenet121_small")
+def densenet121_small(num_classes: int, in_channels: int = 3) -> nn.Module:
+    """DenseNet121 with a 3×3 stride-1 stem and no max-pool, for 28×28 and 32×32 inputs."""
+    return DenseNet(32, (6, 12, 24, 16), 64, num_classes, in_channels, small_input=True)
 
 
 @register_model("small_cnn")

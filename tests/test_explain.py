@@ -17,7 +17,7 @@ from torch import nn
 from bench.explain import explain, list_explainers
 from bench.explain.cam import upsample
 from bench.explain.lrp import relevance
-from bench.models import BasicBlock, Bottleneck, ResNet, SmallCNN, create_model
+from bench.models import BasicBlock, Bottleneck, DenseNet, ResNet, SmallCNN, create_model
 
 METHODS = ["lrp", "lrp_flex", "gradinput", "inputgrad", "gradcam", "attention"]
 
@@ -27,6 +27,26 @@ def tiny_resnet(block: type = BasicBlock) -> nn.Module:
     model = ResNet(block, [1, 1, 1, 1], num_classes=4, small_input=True).double()
     _randomise_batch_norm(model)
     return model
+
+
+def tiny_densenet() -> nn.Module:
+    torch.manual_seed(0)
+    model = DenseNet(growth=4, blocks=(2, 2), init_features=8, num_classes=4, small_input=True).double()
+    _randomise_batch_norm(model)
+    return model
+
+
+TINY_MODELS = {
+    "resnet": (tiny_resnet, [("conv1.weight", (1, 0, 1, 1)), ("layer1.0.bn1.weight", (2,)),
+                             ("layer2.0.conv2.weight", (0, 3, 1, 0)), ("layer3.0.downsample.1.bias", (5,)),
+                             ("layer4.0.conv1.weight", (7, 1, 2, 2)), ("fc.weight", (1, 3))]),
+    "densenet": (tiny_densenet, [("features.conv0.weight", (1, 0, 1, 1)),
+                                 ("features.denseblock1.denselayer1.norm1.weight", (3,)),
+                                 ("features.denseblock1.denselayer2.conv2.weight", (2, 5, 1, 1)),
+                                 ("features.transition1.conv.weight", (3, 7, 0, 0)),
+                                 ("features.denseblock2.denselayer1.norm2.bias", (4,)),
+                                 ("features.norm5.bias", (6,)), ("classifier.weight", (1, 3))]),
+}
 
 
 def _randomise_batch_norm(model: nn.Module) -> None:
@@ -50,10 +70,12 @@ def test_every_method_is_registered() -> None:
     assert set(METHODS) <= set(list_explainers())
 
 
+@pytest.mark.parametrize("architecture", TINY_MODELS)
 @pytest.mark.parametrize("mode", ["eval", "train"])
 @pytest.mark.parametrize("method", METHODS)
-def test_parameter_gradients_match_finite_differences(method: str, mode: str) -> None:
-    model = tiny_resnet()
+def test_parameter_gradients_match_finite_differences(method: str, mode: str, architecture: str) -> None:
+    build, probes = TINY_MODELS[architecture]
+    model = build()
     getattr(model, mode)()
     x, target = inputs()
     eps = torch.tensor([0.01, 0.05, 0.1], dtype=torch.float64)
@@ -64,10 +86,8 @@ def test_parameter_gradients_match_finite_differences(method: str, mode: str) ->
         return (explain(model, x, target, method, eps=eps, create_graph=True) * weights).sum()
 
     params = dict(model.named_parameters())
-    probes = [("conv1.weight", (1, 0, 1, 1)), ("layer1.0.bn1.weight", (2,)), ("layer2.0.conv2.weight", (0, 3, 1, 0)),
-              ("layer3.0.downsample.1.bias", (5,)), ("layer4.0.conv1.weight", (7, 1, 2, 2))]
-    if method not in ("gradcam", "attention"):  # feature maps at layer4 do not depend on the classifier
-        probes.append(("fc.weight", (1, 3)))
+    if method in ("gradcam", "attention"):  # the feature maps do not depend on the classifier
+        probes = [(name, index) for name, index in probes if not name.startswith(("fc.", "classifier."))]
     grads = torch.autograd.grad(loss(), [params[name] for name, _ in probes], allow_unused=True)
     step = 1e-6
     for (name, index), grad in zip(probes, grads, strict=True):
@@ -82,10 +102,11 @@ def test_parameter_gradients_match_finite_differences(method: str, mode: str) ->
         numeric = (up - down) / (2 * step)
         analytic = 0.0 if grad is None else grad[index].item()
         assert analytic == pytest.approx(numeric, rel=1e-5, abs=1e-8), (method, mode, name)
+    assert any(grad is not None and grad.abs().sum() > 0 for grad in grads)
 
 
 @pytest.mark.parametrize("mode", ["eval", "train"])
-@pytest.mark.parametrize("model_name", ["small_cnn", "resnet18", "resnet18_small", "resnet50"])
+@pytest.mark.parametrize("model_name", ["small_cnn", "resnet18", "resnet18_small", "resnet50", "densenet121_small"])
 def test_lrp_zero_equals_gradient_times_input(model_name: str, mode: str) -> None:
     torch.manual_seed(0)
     model = getattr(create_model(model_name, 10).double(), mode)()
@@ -160,6 +181,19 @@ def test_lrp_equals_zennit_epsilon_with_resnet_canonizer(block: type) -> None:
     assert zennit is not None
 
 
+def test_lrp_on_densenet_concatenation_conserves_relevance() -> None:
+    """Bias-free DenseNet-style net (no BN): LRP-0 relevance sums to the logit through concatenations."""
+    model = DenseNet(growth=4, blocks=(2, 2), init_features=8, num_classes=4, small_input=True).double().eval()
+    for module in model.modules():  # batch norm with zero mean/shift and unit scale is bias-free
+        if isinstance(module, nn.BatchNorm2d):
+            module.eps = 0.0
+    x = torch.rand(2, 3, 8, 8, dtype=torch.float64)
+    target = torch.tensor([0, 3])
+    logits = model(x).gather(1, target.view(-1, 1)).squeeze(1)
+    heat = relevance(model, x, target, 0.0, create_graph=False, flex=False, norm_stabiliser=0.0)
+    torch.testing.assert_close(heat.sum(dim=(1, 2, 3)), logits.detach(), rtol=1e-10, atol=1e-12)
+
+
 def test_per_sample_eps() -> None:
     model = tiny_resnet().eval()
     x, target = inputs()
@@ -211,9 +245,12 @@ def test_explaining_leaves_parameters_and_state_unchanged(method: str, mode: str
     assert not any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())
 
 
-@pytest.mark.parametrize("model_name", ["small_cnn", "resnet18", "resnet18_small", "resnet34", "resnet50"])
+@pytest.mark.parametrize("model_name", ["small_cnn", "resnet18", "resnet18_small", "resnet34", "resnet50",
+                                        "densenet121", "densenet121_small"])
 @pytest.mark.parametrize("size", [28, 32, 64])
 def test_shapes_for_the_zoo(model_name: str, size: int) -> None:
+    if model_name == "densenet121" and size == 28:
+        pytest.skip("torchvision's DenseNet121 shrinks 28×28 to nothing before its last block (use densenet121_small)")
     model = create_model(model_name, 10).eval()
     x = torch.rand(2, 3, size, size)
     target = torch.tensor([1, 2])

@@ -9,7 +9,7 @@ from torch import nn
 from bench.models import create_model, feature_module, list_models
 
 
-@pytest.mark.parametrize("name", ["resnet18", "resnet34", "resnet18_small", "small_cnn"])
+@pytest.mark.parametrize("name", ["resnet18", "resnet34", "resnet18_small", "small_cnn", "densenet121_small"])
 @pytest.mark.parametrize("size", [28, 32])
 def test_forward_shapes(name: str, size: int) -> None:
     model = create_model(name, num_classes=10).eval()
@@ -35,12 +35,15 @@ def test_every_relu_is_a_distinct_module_used_once(name: str) -> None:
 
 
 @pytest.mark.parametrize("name,factory", [("resnet18", torchvision.models.resnet18),
-                                          ("resnet34", torchvision.models.resnet34)])
-def test_resnet_matches_torchvision(name: str, factory: object) -> None:
+                                          ("resnet34", torchvision.models.resnet34),
+                                          ("resnet50", torchvision.models.resnet50),
+                                          ("densenet121", torchvision.models.densenet121)])
+def test_zoo_matches_torchvision(name: str, factory: object) -> None:
+    """Same parameter names and the same function as torchvision's models (their weights load as they are)."""
     ours = create_model(name, num_classes=10).eval()
     reference = factory(num_classes=10).eval()  # type: ignore[operator]
     ours.load_state_dict(reference.state_dict())
-    x = torch.rand(3, 3, 28, 28)
+    x = torch.rand(3, 3, 64, 64)
     with torch.no_grad():
         torch.testing.assert_close(ours(x), reference(x))
 

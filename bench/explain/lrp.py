@@ -11,13 +11,15 @@ gradients are exact (no modified backward hooks, whose second backward reuses th
 
 Rules (Bach et al., 2015; Montavon et al., 2019):
 - ``lrp``: ε on the output of every conv/linear layer, batch norm merged into the conv before it (ε sits
-  after the batch norm), the same heatmap as zennit's Epsilon rule with its ResNet canonizer;
+  after the batch norm), the same heatmap as zennit's Epsilon rule with its ResNet canonizer; a batch
+  norm with no conv before it (DenseNet's pre-activation layers) is an affine layer with its own ε;
 - ``lrp_flex`` (Bassi et al., 2024; Faster ISNet): ε only where a ReLU follows, i.e. the factor
   ``a / (a + ε)`` on every ReLU's output; the last layer is LRP-0;
 - ReLU (``lrp``), max-pool (winner-take-all), flatten, dropout, identity: their plain vector-Jacobian
   product;
 - average/adaptive pooling and residual addition: split by contribution (LRP-0; in ``lrp`` with zennit's
   Norm-rule stabiliser 1e-6, so that heatmaps equal zennit's);
+- DenseNet concatenation: each part's relevance goes back to the tensor it came from;
 - batch norm: its vector-Jacobian product in the module's mode (eval: the merged per-channel scale;
   train: including the batch-statistic terms, as the distillation paper's code does).
 
@@ -34,7 +36,7 @@ import torch
 from torch import Tensor, nn
 
 from bench.explain.registry import register_explainer
-from bench.models import BasicBlock, Bottleneck, ResNet, SmallCNN
+from bench.models import BasicBlock, Bottleneck, DenseBlock, DenseLayer, DenseNet, ResNet, SmallCNN
 
 DEFAULT_EPS = 1e-2
 NORM_STABILISER = 1e-6  # zennit's Norm rule (sums, average pooling): LRP-0 with this stabiliser
@@ -45,7 +47,7 @@ PLAIN_LEAVES = (nn.ReLU, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.Fl
 
 Rule = Callable[["RelevancePass", nn.Module, Tensor], Tensor]
 RULES: dict[type, Rule] = {}
-CHAIN_CONTAINERS: list[type] = [nn.Sequential, ResNet, SmallCNN]
+CHAIN_CONTAINERS: list[type] = [nn.Sequential, ResNet, SmallCNN, DenseNet, DenseLayer]
 
 
 def register_rule(*types: type) -> Callable[[Rule], Rule]:
@@ -161,7 +163,7 @@ class RelevancePass:
             module = modules[i]
             merged = (isinstance(module, NORM) and i > 0 and isinstance(modules[i - 1], AFFINE)
                       and self.records[modules[i - 1]][1] is self.records[module][0])
-            if isinstance(module, AFFINE) or merged:
+            if isinstance(module, (*AFFINE, *NORM)):  # a batch norm on its own is an affine layer too
                 grad = self.affine_unit(modules[i - 1:i + 1] if merged else [module], grad)
                 i -= 2 if merged else 1
             else:
@@ -193,6 +195,16 @@ def residual_block(lrp: RelevancePass, block: nn.Module, grad: Tensor) -> Tensor
     through_main = lrp.chain(main, grad)
     through_shortcut = grad if downsample is None else lrp.propagate(downsample, grad)
     return through_main + through_shortcut
+
+
+@register_rule(DenseBlock)
+def dense_block(lrp: RelevancePass, block: nn.Module, grad: Tensor) -> Tensor:
+    """x_k = cat(x_{k-1}, layer_k(x_{k-1})): split the channels, send the new ones through layer k."""
+    for layer in reversed(list(block.children())):
+        layer_input = lrp.records[layer][0]
+        kept, new = grad.split([layer_input.shape[1], grad.shape[1] - layer_input.shape[1]], dim=1)
+        grad = kept + lrp.propagate(layer, new)
+    return grad
 
 
 def relevance(model: nn.Module, x: Tensor, target: Tensor, eps: float | Tensor | None, create_graph: bool,
