@@ -1,8 +1,10 @@
-"""Throughput of each method's training step on the current device (``run_bench.py perf``).
+"""Throughput on the current device (``run_bench.py perf``): each method's training step, and the
+explanation-training step (student forward + its heatmap with ``create_graph`` + the teacher's heatmap
++ a heatmap loss + backward + SGD) for each explanation method.
 
 Timings use CUDA events on the GPU (after warm-up; the whole step as a CUDA graph where the method
-allows it) and ``time.perf_counter`` on the CPU. The teacher, when a method needs one, is a randomly
-initialised model of the protocol's teacher architecture: throughput does not depend on its weights.
+allows it) and ``time.perf_counter`` on the CPU. Teachers are randomly initialised models of the
+protocol's teacher architecture: throughput does not depend on their weights.
 """
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 
 from bench.data import Batch, BiasedDataset, load_dataset
 from bench.method import get_method, list_methods, resolve_hparams
@@ -18,10 +21,12 @@ from bench.models import create_model
 from bench.protocols import get_protocol
 from bench.runner import build_method
 
+Step = Callable[[Batch], object]
+
 
 @dataclass
 class PerfResult:
-    method: str
+    name: str
     model: str
     batch_size: int
     images_per_second: float
@@ -30,8 +35,35 @@ class PerfResult:
     peak_memory_mb: float | None
 
 
+def time_steps(step: Step, batches: list[Batch], device: torch.device, steps: int,
+               warmup: int = 5) -> tuple[float, float | None]:
+    """(seconds for ``steps`` steps after ``warmup`` untimed ones, peak GPU memory in MB or None)."""
+    for i in range(warmup):
+        step(batches[i % len(batches)])
+    if device.type != "cuda":
+        begin = time.perf_counter()
+        for i in range(steps):
+            step(batches[i % len(batches)])
+        return time.perf_counter() - begin, None
+    torch.cuda.synchronize(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for i in range(steps):
+        step(batches[i % len(batches)])
+    end.record()
+    torch.cuda.synchronize(device)
+    return start.elapsed_time(end) / 1000, torch.cuda.max_memory_allocated(device) / 2**20
+
+
+def _batches(dataset: BiasedDataset, batch_size: int, device: torch.device, views: tuple[str, ...]) -> list[Batch]:
+    split = dataset.splits["train"]
+    return [split.batch(torch.arange(i * batch_size, (i + 1) * batch_size, device=device), views) for i in range(4)]
+
+
 def measure(method_name: str, dataset: BiasedDataset, protocol: str, device: torch.device,
-            steps: int = 20, warmup: int = 5, batch_size: int | None = None) -> PerfResult:
+            steps: int = 20, batch_size: int | None = None) -> PerfResult:
+    """Images/s of one registered method's training step."""
     method_cls = get_method(method_name)
     hp = resolve_hparams(method_cls, protocol, {"batch_size": batch_size} if batch_size else None, dataset.name)
     proto = get_protocol(protocol)
@@ -42,49 +74,68 @@ def measure(method_name: str, dataset: BiasedDataset, protocol: str, device: tor
         teacher.requires_grad_(False)
     method = build_method(method_cls, hp, dataset, model, device, teacher)
     method.train()
-    split = dataset.splits["train"]
-    batches = [split.batch(torch.arange(i * hp.batch_size, (i + 1) * hp.batch_size, device=device),
-                           method.train_views) for i in range(4)]
-    step: Callable[[Batch], dict[str, torch.Tensor]] = method.step
+    step: Step = method.step
     graphed = device.type == "cuda" and method_cls.graph_capturable
     if graphed:
         from bench.cudagraph import GraphedStep
 
         step = GraphedStep(method.step)
-    for i in range(warmup):
-        step(batches[i % len(batches)])
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        for i in range(steps):
-            step(batches[i % len(batches)])
-        end.record()
-        torch.cuda.synchronize(device)
-        seconds = start.elapsed_time(end) / 1000
-        peak = torch.cuda.max_memory_allocated(device) / 2**20
-    else:
-        begin = time.perf_counter()
-        for i in range(steps):
-            step(batches[i % len(batches)])
-        seconds = time.perf_counter() - begin
-        peak = None
+    seconds, peak = time_steps(step, _batches(dataset, hp.batch_size, device, method.train_views), device, steps)
     return PerfResult(method_name, model, hp.batch_size, steps * hp.batch_size / seconds, 1000 * seconds / steps,
                       graphed, peak)
 
 
+def measure_explanation(explanation: str, dataset: BiasedDataset, protocol: str, device: torch.device,
+                        steps: int = 20, batch_size: int = 128) -> PerfResult:
+    """Images/s of an explanation-distillation step: teacher map (no graph), student map (create_graph),
+    L1 between them, backward and an SGD step. The distillation losses of the papers come with the
+    distillation methods; L1 has the same cost profile."""
+    from bench.explain import explain
+
+    proto = get_protocol(protocol)
+    channels = dataset.image_shape[0]
+    student = create_model(proto.model, dataset.num_classes, channels).to(device).train()
+    teacher = create_model(proto.teacher_model, dataset.num_classes, channels).to(device).train()
+    teacher.requires_grad_(False)
+    optimizer = torch.optim.SGD(student.parameters(), lr=1e-3, momentum=0.9)
+    eps = torch.full((batch_size,), 0.05, device=device)
+
+    def step(batch: Batch) -> torch.Tensor:
+        optimizer.zero_grad(set_to_none=True)
+        target = batch.y
+        teacher_map = explain(teacher, batch.x, target, explanation, eps=eps)
+        student_map = explain(student, batch.x, target, explanation, eps=eps, create_graph=True)
+        loss = F.l1_loss(student_map, teacher_map)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0, foreach=True)
+        optimizer.step()
+        return loss.detach()
+
+    seconds, peak = time_steps(step, _batches(dataset, batch_size, device, ("x",)), device, steps)
+    return PerfResult(f"explain:{explanation}", f"{proto.model}/{proto.teacher_model}", batch_size,
+                      steps * batch_size / seconds, 1000 * seconds / steps, False, peak)
+
+
 def run_perf(methods: list[str] | None, protocol: str, device: torch.device, steps: int,
-             batch_size: int | None = None, dataset_name: str = "coloured_mnist") -> list[PerfResult]:
+             batch_size: int | None = None, dataset_name: str = "coloured_mnist",
+             explanations: list[str] | None = None) -> list[PerfResult]:
     dataset = load_dataset(dataset_name, get_protocol(protocol).dataset_options(dataset_name), 0, device)
-    return [measure(m, dataset, protocol, device, steps, batch_size=batch_size) for m in methods or list_methods()]
+    results = [measure(m, dataset, protocol, device, steps, batch_size) for m in methods or list_methods()]
+    results += [measure_explanation(e, dataset, protocol, device, steps, batch_size or 128)
+                for e in explanations or []]
+    return results
 
 
 def format_results(results: list[PerfResult], device_label: str, protocol: str) -> str:
     lines = [f"perf on {device_label}, protocol {protocol} (train step incl. optimiser; images/s higher is better)",
-             f"{'method':<14}{'model':<16}{'batch':>6}{'images/s':>12}{'ms/step':>10}{'graph':>7}{'peak MB':>10}"]
+             f"{'step':<20}{'model':<22}{'batch':>6}{'images/s':>12}{'ms/step':>10}{'graph':>7}{'peak MB':>10}"]
     for r in results:
         peak = "-" if r.peak_memory_mb is None else f"{r.peak_memory_mb:.0f}"
-        lines.append(f"{r.method:<14}{r.model:<16}{r.batch_size:>6}{r.images_per_second:>12,.0f}"
+        lines.append(f"{r.name:<20}{r.model:<22}{r.batch_size:>6}{r.images_per_second:>12,.0f}"
                      f"{r.ms_per_step:>10.2f}{'yes' if r.cuda_graph else 'no':>7}{peak:>10}")
+    baseline = next((r for r in results if r.name == "erm"), None)
+    if baseline is not None and any(r.name.startswith("explain:") for r in results):
+        ratios = ", ".join(f"{r.name[8:]} {baseline.images_per_second / r.images_per_second:.1f}×"
+                           for r in results if r.name.startswith("explain:"))
+        lines.append(f"cost of an explanation step relative to a plain ERM step: {ratios}")
     return "\n".join(lines)

@@ -245,6 +245,16 @@ def test_explaining_leaves_parameters_and_state_unchanged(method: str, mode: str
     assert not any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())
 
 
+@pytest.mark.parametrize("method", METHODS)
+def test_frozen_models_inside_no_grad(method: str) -> None:
+    """A frozen teacher explained inside torch.no_grad(): the map exists and carries no graph."""
+    model = tiny_resnet().eval().requires_grad_(False)
+    x, target = inputs()
+    with torch.no_grad():
+        heat = explain(model, x, target, method)
+    assert not heat.requires_grad and torch.isfinite(heat).all() and heat.abs().sum() > 0
+
+
 @pytest.mark.parametrize("model_name", ["small_cnn", "resnet18", "resnet18_small", "resnet34", "resnet50",
                                         "densenet121", "densenet121_small"])
 @pytest.mark.parametrize("size", [28, 32, 64])

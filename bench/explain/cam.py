@@ -28,7 +28,9 @@ def resolve_layer(model: nn.Module, layer: nn.Module | str | None) -> nn.Module:
 
 
 def layer_output(model: nn.Module, x: Tensor, layer: nn.Module) -> tuple[Tensor, Tensor]:
-    """(logits, activation of ``layer``) from one forward pass."""
+    """(logits, activation of ``layer``) from one forward pass (the input made to require grad, so that the
+    activation has a graph even when the model's parameters are frozen)."""
+    x = x if x.requires_grad else x.detach().requires_grad_(True)
     captured: list[Tensor] = []
     handle = layer.register_forward_hook(lambda m, i, o: captured.append(o))
     try:
