@@ -284,3 +284,26 @@ def test_unknown_containers_are_refused() -> None:
     with pytest.raises(NotImplementedError, match="no LRP rule for Branchy"):
         explain(Branchy(), torch.rand(2, 4), torch.tensor([0, 1]), "lrp")
     assert isinstance(SmallCNN(10), nn.Module)
+
+
+@pytest.mark.parametrize("mode", ["eval", "train"])
+def test_hook_based_lrp_flex_gives_the_same_map_but_not_the_exact_gradient(mode: str) -> None:
+    """The paper code's mechanism (modified ReLU backward) reproduces the heatmap, but its second backward
+    reuses the modified derivative, so its parameter gradient is not the map's true gradient; the explicit
+    pass (``lrp_flex``) is exact (finite-difference test above)."""
+    model = getattr(tiny_resnet(), mode)()
+    x, target = inputs()
+    eps = torch.tensor([0.01, 0.05, 0.1], dtype=torch.float64)
+    exact = explain(model, x, target, "lrp_flex", eps=eps)
+    torch.testing.assert_close(explain(model, x, target, "lrp_flex_hooks", eps=eps), exact, rtol=1e-10, atol=1e-12)
+    weights = torch.randn(exact.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+    params = list(model.parameters())
+
+    def flat_grad(method: str) -> torch.Tensor:
+        loss = (explain(model, x, target, method, eps=eps, create_graph=True) * weights).sum()
+        grads = torch.autograd.grad(loss, params, allow_unused=True)
+        return torch.cat([(torch.zeros_like(p) if g is None else g).flatten()
+                          for g, p in zip(grads, params, strict=True)])
+
+    cosine = torch.nn.functional.cosine_similarity(flat_grad("lrp_flex"), flat_grad("lrp_flex_hooks"), dim=0)
+    assert float(cosine) < 0.999

@@ -231,3 +231,30 @@ def lrp_flex(model: nn.Module, x: Tensor, target: Tensor, *, create_graph: bool 
              eps: float | Tensor | None = None, **_: Any) -> Tensor:
     """LRP-Flex (Bassi et al., 2024, Section 3.2): ε at ReLU positions, last layer LRP-0."""
     return relevance(model, x, target, eps, create_graph, flex=True)
+
+
+@register_explainer("lrp_flex_hooks")
+def lrp_flex_hooks(model: nn.Module, x: Tensor, target: Tensor, *, create_graph: bool = False,
+                   eps: float | Tensor | None = None, **_: Any) -> Tensor:
+    """LRP-Flex the way the paper's public code computes it: a backward hook on every ReLU replaces
+    the incoming gradient g by g·a/(a+ε), then x ⊙ ∂y_k/∂x. The heatmap equals ``lrp_flex``'s; its
+    parameter gradients under ``create_graph`` are those of the paper's training (they differ slightly
+    from the exact ones, see tests/test_explain.py), for faithful reproduction only."""
+    x = x if x.requires_grad else x.detach().requires_grad_(True)
+    eps_tensor = torch.as_tensor(DEFAULT_EPS if eps is None else eps, dtype=x.dtype, device=x.device)
+    factors = RelevancePass(flex=True, eps=eps_tensor, create_graph=create_graph)
+    outputs: dict[nn.Module, Tensor] = {}
+    handles = []
+    for module in model.modules():
+        if isinstance(module, nn.ReLU):
+            handles.append(module.register_forward_hook(lambda m, i, o: outputs.__setitem__(m, o)))
+            handles.append(module.register_full_backward_hook(
+                lambda m, grad_in, grad_out: (grad_out[0] * factors.relu_factor(outputs[m]),)))
+    try:
+        logits = model(x)
+        score = logits.gather(1, target.view(-1, 1)).sum()
+        (grad,) = torch.autograd.grad(score, x, create_graph=create_graph)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return x * grad
