@@ -56,6 +56,13 @@ def build_parser() -> argparse.ArgumentParser:
     perf.add_argument("--steps", type=int, default=20)
     perf.add_argument("--batch-size", type=int, default=None)
     perf.add_argument("--device", default="auto")
+
+    gallery = sub.add_parser("explain", help="draw an explanation gallery (heatmaps of fixed test images) of a run")
+    gallery.add_argument("--run", required=True, metavar="RUN_ID", help="a finished run's id")
+    gallery.add_argument("--out", type=Path, default=DEFAULT_OUT, help="results folder (default results/runs)")
+    gallery.add_argument("--methods", nargs="+", default=None, metavar="METHOD",
+                         help="explanation methods (default: lrp gradinput inputgrad gradcam)")
+    gallery.add_argument("--n", type=int, default=4, help="images per group (bias-aligned, bias-conflicting)")
     return parser
 
 
@@ -143,13 +150,26 @@ def cmd_perf(args: argparse.Namespace) -> None:
     print(format_results(results, device_name(device), args.protocol))
 
 
+def cmd_explain(args: argparse.Namespace) -> None:
+    from bench.explain import list_explainers
+    from reports.gallery import write_gallery
+
+    if args.n < 1:
+        raise UserError(f"--n must be >= 1, got {args.n}")
+    unknown = [m for m in args.methods or [] if m not in list_explainers()]
+    if unknown:
+        raise UserError(f"unknown explanation method {unknown[0]!r} in --methods; "
+                        f"choose from {', '.join(list_explainers())}")
+    print(write_gallery(args.out, args.run, methods=args.methods, n_per_group=args.n))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         if args.command is None:
             args = build_parser().parse_args(["sweep", DEFAULT_SUITE])
         handlers = {"list": cmd_list, "run": cmd_run, "sweep": cmd_sweep, "perf": cmd_perf,
-                    "report": lambda a: _report(a.out)}
+                    "report": lambda a: _report(a.out), "explain": cmd_explain}
         handlers[args.command](args)
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)

@@ -249,7 +249,8 @@ def lrp_flex_hooks(model: nn.Module, x: Tensor, target: Tensor, *, create_graph:
         if isinstance(module, nn.ReLU):
             handles.append(module.register_forward_hook(lambda m, i, o: outputs.__setitem__(m, o)))
             handles.append(module.register_full_backward_hook(
-                lambda m, grad_in, grad_out: (grad_out[0] * factors.relu_factor(outputs[m]),)))
+                lambda m, grad_in, grad_out: (grad_out[0] * factors.relu_factor(outputs[m]),)  # type: ignore[index]
+            ))
     try:
         logits = model(x)
         score = logits.gather(1, target.view(-1, 1)).sum()
