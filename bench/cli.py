@@ -51,7 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--out", type=Path, default=DEFAULT_OUT)
 
     perf = sub.add_parser("perf", help="training images/s per method on this device")
-    perf.add_argument("--methods", nargs="*", default=None)
+    perf.add_argument("--methods", nargs="*", default=None, help="methods to time (default: all)")
+    perf.add_argument("--explanations", nargs="*", default=None,
+                      help="explanation methods whose distillation step to time (default: all; none: no values)")
     perf.add_argument("--protocol", default="paper")
     perf.add_argument("--steps", type=int, default=20)
     perf.add_argument("--batch-size", type=int, default=None)
@@ -145,8 +147,13 @@ def cmd_perf(args: argparse.Namespace) -> None:
 
     if args.steps < 1:
         raise UserError(f"--steps must be >= 1, got {args.steps}")
+    from bench.explain import EXPLAINERS, list_explainers
+
+    explanations = list_explainers() if args.explanations is None else args.explanations
+    for name in explanations:
+        EXPLAINERS.get(name)
     device = pick_device(args.device)
-    results = run_perf(args.methods, args.protocol, device, args.steps, args.batch_size)
+    results = run_perf(args.methods, args.protocol, device, args.steps, args.batch_size, explanations=explanations)
     print(format_results(results, device_name(device), args.protocol))
 
 

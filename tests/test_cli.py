@@ -43,6 +43,7 @@ def test_list(capsys: pytest.CaptureFixture[str], what: str, expected: str) -> N
     (["list", "things"], "invalid choice"),
     (["frobnicate"], "invalid choice"),
     (["perf", "--steps", "0"], "--steps"),
+    (["perf", "--explanations", "shap"], "unknown explanation method 'shap'"),
 ])
 def test_bad_input_is_one_line_exit_2_nothing_written(capsys: pytest.CaptureFixture[str], tmp_path: Path,
                                                       args: list[str], needle: str) -> None:
@@ -55,6 +56,13 @@ def test_bad_input_is_one_line_exit_2_nothing_written(capsys: pytest.CaptureFixt
     assert len(lines) == 1 and lines[0].startswith("error: "), err
     assert needle in lines[0]
     assert not out_dir.exists()
+
+
+def test_perf_prints_method_and_explanation_throughput(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run_cli(capsys, "perf", "--protocol", "fast", "--steps", "1", "--batch-size", "32",
+                           "--methods", "erm", "--explanations", "lrp", "gradcam", "--device", "cpu")
+    assert code == 0
+    assert "erm " in out and "explain:lrp" in out and "explain:gradcam" in out and "relative to a plain ERM step" in out
 
 
 def test_cuda_request_without_gpu(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:

@@ -15,7 +15,7 @@ from torch import Tensor, nn
 from bench.explain import cam, gradient, lrp  # noqa: F401  (registration)
 from bench.explain.registry import EXPLAINERS, list_explainers, register_explainer
 
-__all__ = ["explain", "list_explainers", "register_explainer"]
+__all__ = ["EXPLAINERS", "explain", "list_explainers", "register_explainer"]
 
 
 def explain(model: nn.Module, x: Tensor, target: Tensor, method: str, *, create_graph: bool = False,
