@@ -284,3 +284,29 @@ def count_parameters(model: nn.Module) -> int:
 @torch.no_grad()
 def copy_weights(src: nn.Module, dst: nn.Module) -> None:
     dst.load_state_dict(src.state_dict())
+
+
+def from_torchvision(model: nn.Module) -> nn.Module:
+    """The zoo's equivalent of a torchvision ResNet or DenseNet, with the same weights (for explanations:
+    torchvision's blocks reuse one ReLU module twice). Other models are returned as they are."""
+    import torchvision
+
+    if isinstance(model, torchvision.models.ResNet):
+        blocks = model.layer1[0]
+        block: type[BasicBlock] | type[Bottleneck] = (
+            Bottleneck if isinstance(blocks, torchvision.models.resnet.Bottleneck) else BasicBlock)
+        layers = [len(getattr(model, f"layer{i}")) for i in range(1, 5)]
+        ours: nn.Module = ResNet(block, layers, model.fc.out_features, model.conv1.in_channels,
+                                 small_input=model.conv1.kernel_size == (3, 3))
+    elif isinstance(model, torchvision.models.DenseNet):
+        dense_blocks = [m for name, m in model.features.named_children() if name.startswith("denseblock")]
+        first = next(iter(dense_blocks[0].children()))
+        growth = first.conv2.out_channels
+        ours = DenseNet(growth, tuple(len(list(b.children())) for b in dense_blocks),
+                        model.features.conv0.out_channels, model.classifier.out_features,
+                        model.features.conv0.in_channels, bn_size=first.conv1.out_channels // growth)
+    else:
+        return model
+    reference = next(model.parameters())
+    ours.to(device=reference.device, dtype=reference.dtype).load_state_dict(model.state_dict())
+    return ours.train(model.training)

@@ -307,3 +307,33 @@ def test_hook_based_lrp_flex_gives_the_same_map_but_not_the_exact_gradient(mode:
 
     cosine = torch.nn.functional.cosine_similarity(flat_grad("lrp_flex"), flat_grad("lrp_flex_hooks"), dim=0)
     assert float(cosine) < 0.999
+
+
+@pytest.mark.parametrize("mode", ["eval", "train"])
+def test_vgg_style_torchvision_model_with_inplace_relus(mode: str) -> None:
+    torchvision = pytest.importorskip("torchvision")
+    torch.manual_seed(0)
+    model = getattr(torchvision.models.vgg11_bn(num_classes=10).double(), mode)()
+    x = torch.rand(2, 3, 32, 32, dtype=torch.float64)
+    target = torch.tensor([1, 2])
+    torch.manual_seed(1)  # the same dropout masks in both passes (train mode)
+    reference = explain(model, x, target, "gradinput")
+    torch.manual_seed(1)
+    exact = relevance(model, x, target, 0.0, create_graph=False, flex=False, norm_stabiliser=0.0)
+    torch.testing.assert_close(exact, reference, rtol=1e-10, atol=1e-12)
+    assert all(m.inplace for m in model.modules() if isinstance(m, nn.ReLU))  # restored after explaining
+
+
+def test_torchvision_resnets_are_converted_not_misexplained() -> None:
+    torchvision = pytest.importorskip("torchvision")
+    from bench.models import from_torchvision
+
+    reference = torchvision.models.resnet18(num_classes=10).double().eval()
+    x = torch.rand(2, 3, 32, 32, dtype=torch.float64)
+    target = torch.tensor([0, 1])
+    with pytest.raises(ValueError, match="from_torchvision"):
+        explain(reference, x, target, "lrp")
+    ours = from_torchvision(reference)
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x), reference(x))
+    assert explain(ours, x, target, "lrp").shape == x.shape

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+import torchvision
 from torch import Tensor, nn
 
 from bench.explain.registry import register_explainer
@@ -47,7 +48,7 @@ PLAIN_LEAVES = (nn.ReLU, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.Fl
 
 Rule = Callable[["RelevancePass", nn.Module, Tensor], Tensor]
 RULES: dict[type, Rule] = {}
-CHAIN_CONTAINERS: list[type] = [nn.Sequential, ResNet, SmallCNN, DenseNet, DenseLayer]
+CHAIN_CONTAINERS: list[type] = [nn.Sequential, ResNet, SmallCNN, DenseNet, DenseLayer, torchvision.models.VGG]
 
 
 def register_rule(*types: type) -> Callable[[Rule], Rule]:
@@ -80,20 +81,28 @@ class RelevancePass:
     call_order: list[nn.Module] = field(default_factory=list)
 
     def record(self, model: nn.Module, x: Tensor) -> Tensor:
+        """One forward pass recording every module's input and output. In-place ReLUs (torchvision's)
+        would overwrite recorded tensors, so they run out of place for this pass."""
         handles = []
+        inplace = [m for m in model.modules() if isinstance(m, nn.ReLU) and m.inplace]
         for module in model.modules():
             handles.append(module.register_forward_pre_hook(lambda m, i: self.call_order.append(m)))
             handles.append(module.register_forward_hook(self._store))
+        for module in inplace:
+            module.inplace = False
         try:
             return model(x)
         finally:
             for handle in handles:
                 handle.remove()
+            for module in inplace:
+                module.inplace = True
 
     def _store(self, module: nn.Module, inputs: tuple[Any, ...], output: Tensor) -> None:
         if module in self.records:
             raise ValueError(f"module {type(module).__name__} is called twice in one forward; LRP needs every "
-                             "module (every ReLU in particular) used once")
+                             "module (every ReLU in particular) used once: for torchvision models use "
+                             "bench.models.from_torchvision(model)")
         self.records[module] = (inputs[0], output)
 
     # --- building blocks ----------------------------------------------------------------------
