@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -286,27 +287,34 @@ def copy_weights(src: nn.Module, dst: nn.Module) -> None:
     dst.load_state_dict(src.state_dict())
 
 
-def from_torchvision(model: nn.Module) -> nn.Module:
-    """The zoo's equivalent of a torchvision ResNet or DenseNet, with the same weights (for explanations:
-    torchvision's blocks reuse one ReLU module twice). Other models are returned as they are."""
+def convert_model(model: nn.Module) -> nn.Module:
+    """The zoo's equivalent, with the same weights, of a torchvision ResNet or DenseNet or a plain timm
+    ResNet (for explanations: their blocks reuse one ReLU module or add in place). Other models are
+    returned as they are; a timm ResNet variant whose weights do not fit the plain layout is refused."""
     import torchvision
 
-    if isinstance(model, torchvision.models.ResNet):
-        blocks = model.layer1[0]
+    ours: nn.Module
+    model_: Any = model  # attribute access on third-party layouts
+    if isinstance(model, torchvision.models.ResNet) or type(model).__module__ == "timm.models.resnet":
+        if not isinstance(model_.conv1, nn.Conv2d):
+            raise ValueError("this ResNet variant has a deep stem; only the plain torchvision-layout stem fits")
         block: type[BasicBlock] | type[Bottleneck] = (
-            Bottleneck if isinstance(blocks, torchvision.models.resnet.Bottleneck) else BasicBlock)
-        layers = [len(getattr(model, f"layer{i}")) for i in range(1, 5)]
-        ours: nn.Module = ResNet(block, layers, model.fc.out_features, model.conv1.in_channels,
-                                 small_input=model.conv1.kernel_size == (3, 3))
+            Bottleneck if type(model_.layer1[0]).__name__ == "Bottleneck" else BasicBlock)
+        layers = [len(getattr(model_, f"layer{i}")) for i in range(1, 5)]
+        ours = ResNet(block, layers, model_.fc.out_features, model_.conv1.in_channels,
+                      small_input=model_.conv1.kernel_size == (3, 3))
     elif isinstance(model, torchvision.models.DenseNet):
-        dense_blocks = [m for name, m in model.features.named_children() if name.startswith("denseblock")]
+        dense_blocks = [m for name, m in model_.features.named_children() if name.startswith("denseblock")]
         first = next(iter(dense_blocks[0].children()))
         growth = first.conv2.out_channels
         ours = DenseNet(growth, tuple(len(list(b.children())) for b in dense_blocks),
-                        model.features.conv0.out_channels, model.classifier.out_features,
-                        model.features.conv0.in_channels, bn_size=first.conv1.out_channels // growth)
+                        model_.features.conv0.out_channels, model_.classifier.out_features,
+                        model_.features.conv0.in_channels, bn_size=first.conv1.out_channels // growth)
     else:
         return model
     reference = next(model.parameters())
-    ours.to(device=reference.device, dtype=reference.dtype).load_state_dict(model.state_dict())
+    try:
+        ours.to(device=reference.device, dtype=reference.dtype).load_state_dict(model.state_dict())
+    except RuntimeError as err:
+        raise ValueError(f"{type(model).__name__} does not fit the zoo's layout: {str(err).splitlines()[0]}") from None
     return ours.train(model.training)

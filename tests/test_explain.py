@@ -324,16 +324,25 @@ def test_vgg_style_torchvision_model_with_inplace_relus(mode: str) -> None:
     assert all(m.inplace for m in model.modules() if isinstance(m, nn.ReLU))  # restored after explaining
 
 
-def test_torchvision_resnets_are_converted_not_misexplained() -> None:
-    torchvision = pytest.importorskip("torchvision")
-    from bench.models import from_torchvision
+@pytest.mark.parametrize("source", ["torchvision-resnet18", "torchvision-resnet50", "torchvision-densenet121",
+                                    "timm-resnet18", "timm-resnet50"])
+def test_torchvision_and_timm_models_are_converted_not_misexplained(source: str) -> None:
+    from bench.models import convert_model
 
-    reference = torchvision.models.resnet18(num_classes=10).double().eval()
-    x = torch.rand(2, 3, 32, 32, dtype=torch.float64)
+    library, name = source.split("-")
+    if library == "timm":
+        timm = pytest.importorskip("timm")
+        reference = timm.create_model(name, pretrained=False, num_classes=10)
+    else:
+        reference = getattr(pytest.importorskip("torchvision").models, name)(num_classes=10)
+    reference = reference.double().eval()
+    x = torch.rand(2, 3, 64, 64, dtype=torch.float64)
     target = torch.tensor([0, 1])
-    with pytest.raises(ValueError, match="from_torchvision"):
-        explain(reference, x, target, "lrp")
-    ours = from_torchvision(reference)
+    if name.startswith("resnet"):
+        with pytest.raises((ValueError, RuntimeError)):  # shared ReLU (torchvision) / in-place add (timm)
+            explain(reference, x, target, "lrp")
+    ours = convert_model(reference)
     with torch.no_grad():
         torch.testing.assert_close(ours(x), reference(x))
-    assert explain(ours, x, target, "lrp").shape == x.shape
+    torch.testing.assert_close(relevance(ours, x, target, 0.0, create_graph=False, flex=False, norm_stabiliser=0.0),
+                               explain(reference, x, target, "gradinput"), rtol=1e-9, atol=1e-12)

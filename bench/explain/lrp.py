@@ -101,8 +101,8 @@ class RelevancePass:
     def _store(self, module: nn.Module, inputs: tuple[Any, ...], output: Tensor) -> None:
         if module in self.records:
             raise ValueError(f"module {type(module).__name__} is called twice in one forward; LRP needs every "
-                             "module (every ReLU in particular) used once: for torchvision models use "
-                             "bench.models.from_torchvision(model)")
+                             "module (every ReLU in particular) used once: for torchvision and timm ResNets "
+                             "use bench.models.convert_model(model)")
         self.records[module] = (inputs[0], output)
 
     # --- building blocks ----------------------------------------------------------------------
@@ -149,7 +149,7 @@ class RelevancePass:
         """The Norm rule's rescaling in ``lrp`` (none in ``lrp_flex``, whose pooling and sums are plain)."""
         if self.flex or self.norm_stabiliser == 0:
             return torch.ones_like(z)
-        return self.epsilon_factor(z, torch.tensor(self.norm_stabiliser, dtype=z.dtype, device=z.device))
+        return self.epsilon_factor(z, torch.full((), self.norm_stabiliser, dtype=z.dtype, device=z.device))
 
     def leaf(self, module: nn.Module, grad: Tensor) -> Tensor:
         if isinstance(module, nn.ReLU) and self.flex:
@@ -216,12 +216,20 @@ def dense_block(lrp: RelevancePass, block: nn.Module, grad: Tensor) -> Tensor:
     return grad
 
 
+def as_eps_tensor(eps: float | Tensor | None, x: Tensor) -> Tensor:
+    """ε as a tensor on x's device: a scalar is filled on the device (no host-to-device copy, so a step
+    using it stays CUDA-graph capturable); a per-sample tensor is used as it is."""
+    if isinstance(eps, Tensor):
+        return eps.to(dtype=x.dtype)
+    return torch.full((), DEFAULT_EPS if eps is None else float(eps), dtype=x.dtype, device=x.device)
+
+
 def relevance(model: nn.Module, x: Tensor, target: Tensor, eps: float | Tensor | None, create_graph: bool,
               flex: bool, norm_stabiliser: float = NORM_STABILISER) -> Tensor:
     """x ⊙ g, the LRP heatmap (B×C×H×W) of logit ``target`` for each sample. ``norm_stabiliser`` 0 makes
     pooling and sums exact LRP-0 (then ε = 0 gives exactly Gradient×Input)."""
     x = x if x.requires_grad else x.detach().requires_grad_(True)
-    eps_tensor = torch.as_tensor(DEFAULT_EPS if eps is None else eps, dtype=x.dtype, device=x.device)
+    eps_tensor = as_eps_tensor(eps, x)
     lrp = RelevancePass(flex=flex, eps=eps_tensor, create_graph=create_graph, norm_stabiliser=norm_stabiliser)
     logits = lrp.record(model, x)
     grad = torch.zeros_like(logits).scatter_(1, target.view(-1, 1), 1.0)
@@ -250,7 +258,7 @@ def lrp_flex_hooks(model: nn.Module, x: Tensor, target: Tensor, *, create_graph:
     parameter gradients under ``create_graph`` are those of the paper's training (they differ slightly
     from the exact ones, see tests/test_explain.py), for faithful reproduction only."""
     x = x if x.requires_grad else x.detach().requires_grad_(True)
-    eps_tensor = torch.as_tensor(DEFAULT_EPS if eps is None else eps, dtype=x.dtype, device=x.device)
+    eps_tensor = as_eps_tensor(eps, x)
     factors = RelevancePass(flex=True, eps=eps_tensor, create_graph=create_graph)
     outputs: dict[nn.Module, Tensor] = {}
     handles = []
