@@ -346,3 +346,14 @@ def test_torchvision_and_timm_models_are_converted_not_misexplained(source: str)
         torch.testing.assert_close(ours(x), reference(x))
     torch.testing.assert_close(relevance(ours, x, target, 0.0, create_graph=False, flex=False, norm_stabiliser=0.0),
                                explain(reference, x, target, "gradinput"), rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("model_name", ["resnet50", "densenet121"])
+def test_imagenet_size_inputs(model_name: str) -> None:
+    model = create_model(model_name, 10).eval()
+    x = torch.rand(1, 3, 224, 224)
+    target = torch.tensor([4])
+    heat = explain(model, x, target, "lrp", create_graph=True)
+    assert heat.shape == x.shape and torch.isfinite(heat).all()
+    heat.abs().sum().backward()
+    assert explain(model, x, target, "gradcam").shape == (1, 1, 7, 7)
