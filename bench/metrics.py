@@ -38,7 +38,7 @@ def split_metrics(name: str, split: Split, preds: Tensor, group_names: dict[int,
         values[f"{name}_agreement"] = (preds == teacher_preds).float().mean()
     keys = list(values)
     numbers = torch.stack([values[k] for k in keys]).tolist()  # one host sync per split
-    return dict(zip(keys, numbers, strict=False))
+    return dict(zip(keys, numbers, strict=True))
 
 
 def add_gaps(metrics: dict[str, float]) -> dict[str, float]:

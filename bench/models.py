@@ -3,7 +3,7 @@
 Every ReLU is a distinct, non-inplace module used once per forward (LRP and ReLU hooks need that), so a
 torchvision ``BasicBlock``'s shared ``relu`` becomes ``relu1``/``relu2``. Parameter names match
 torchvision's, so its state dicts load unchanged. ``model.feature_layer`` names the last feature map
-(for Grad-CAM, attention and feature distillation).
+(for Grad-CAM, attention and feature distillation) and ``model.classifier_layer`` the final linear layer.
 """
 from __future__ import annotations
 
@@ -80,6 +80,7 @@ class ResNet(nn.Module):
     no max-pool (the usual CIFAR/MNIST adaptation)."""
 
     feature_layer = "layer4"
+    classifier_layer = "fc"
 
     def __init__(self, block: type[BasicBlock] | type[Bottleneck], layers: list[int], num_classes: int,
                  in_channels: int = 3, small_input: bool = False) -> None:
@@ -168,6 +169,7 @@ class DenseNet(nn.Module):
     (``features.relu5``) and the dense blocks written with explicit concatenation."""
 
     feature_layer = "features"
+    classifier_layer = "classifier"
 
     def __init__(self, growth: int, blocks: tuple[int, ...], init_features: int, num_classes: int,
                  in_channels: int = 3, bn_size: int = 4, small_input: bool = False) -> None:
@@ -211,6 +213,7 @@ class SmallCNN(nn.Module):
     adaptive average pool to 4×4 (spatial layout matters for digits; a global pool loses it), linear."""
 
     feature_layer = "features"
+    classifier_layer = "fc"
 
     def __init__(self, num_classes: int, in_channels: int = 3, width: int = 16) -> None:
         super().__init__()
@@ -276,6 +279,11 @@ def small_cnn(num_classes: int, in_channels: int = 3) -> nn.Module:
 def feature_module(model: nn.Module) -> nn.Module:
     """The module whose output is the model's last feature map."""
     return model.get_submodule(model.feature_layer)  # type: ignore[arg-type]
+
+
+def classifier_module(model: nn.Module) -> nn.Module:
+    """The model's final linear layer."""
+    return model.get_submodule(model.classifier_layer)  # type: ignore[arg-type]
 
 
 def count_parameters(model: nn.Module) -> int:

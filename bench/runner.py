@@ -276,7 +276,7 @@ class _Training:
 
     def _check_finite(self, sums: dict[str, Tensor], epoch: int, step: int) -> dict[str, float]:
         """The one host sync of a logging interval: fail the run if a logged loss is NaN/inf."""
-        values = dict(zip(sums, torch.stack(list(sums.values())).tolist(), strict=False)) if sums else {}
+        values = dict(zip(sums, torch.stack(list(sums.values())).tolist(), strict=True)) if sums else {}
         bad = [k for k, v in values.items() if not math.isfinite(v)]
         if bad:
             raise RunDiverged(f"non-finite {', '.join(bad)} at epoch {epoch + 1}, by step {step}")

@@ -87,7 +87,7 @@ def _run_processes(todo: list[RunConfig], out: Path, device: str, workers: int |
         queue.put(name)
     with context.Pool(len(devices), initializer=_init_worker, initargs=(queue,)) as pool:
         jobs = [(cfg.to_dict(), str(out)) for cfg in todo]
-        for cfg, status in zip(todo, pool.starmap(_run_in_worker, jobs, chunksize=1), strict=False):
+        for cfg, status in zip(todo, pool.starmap(_run_in_worker, jobs, chunksize=1), strict=True):
             print(f"{cfg.label()}: {status}", file=sys.stderr)
 
 

@@ -1,0 +1,43 @@
+"""Suites: every registered suite expands into valid runs; the paper-tea-cmnist suite runs end to end at a
+tiny size and its report puts our numbers next to the paper's (N/A cells keep the paper's reason)."""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from bench.suites import DatasetEntry, get_suite, list_suites
+from bench.sweep import run_sweep
+from reports.report import write_report
+from tests.conftest import TINY_DATA
+
+
+@pytest.mark.parametrize("name", list_suites())
+@pytest.mark.parametrize("protocol", [None, "fast"])
+def test_suite_expands(name: str, protocol: str | None) -> None:
+    configs = get_suite(name).expand(protocol=protocol)
+    assert configs and configs[0].method == "teacher"
+    assert len({c.run_id for c in configs}) == len(configs)
+    teachers = {str(c.teacher) for c in configs if c.teacher}
+    assert len(teachers) <= 1, "every distillation run of a suite shares one teacher"
+
+
+def test_paper_tea_cmnist_runs_and_reports_against_the_paper(tmp_path: Path) -> None:
+    suite = get_suite("paper-tea-cmnist")
+    tiny = dataclasses.replace(
+        suite,
+        datasets=(DatasetEntry("coloured_mnist", {**TINY_DATA, "strength": 1.0}),),
+        hparams={method: {"epochs": 1, "batch_size": 64} for method in suite.methods},
+    )
+    configs = tiny.expand(protocol="fast")
+    counts = run_sweep(configs, tmp_path, device="cpu", progress=False)
+    assert counts["finished"] == len(configs) == len(suite.methods)
+    report = (write_report(tmp_path) / "report.md").read_text()
+    comparison = report.split("### Paper vs ours")[1].split("###")[0]
+    for method in ("erm", "teacher", "kd", "lrp_distill", "gradinput_distill", "inputgrad_distill", "feature_distill"):
+        assert f"| {method} |" in comparison
+    lrp_row = next(line for line in comparison.splitlines() if line.startswith("| lrp_distill |"))
+    assert "| 98.2 |" in lrp_row and "| 98.3 |" in lrp_row
+    gradcam_row = next(line for line in comparison.splitlines() if line.startswith("| gradcam_distill |"))
+    assert "N/A (N/A in the paper: the un-adapted ResNet18 has a 1x1 last feature map at 28x28)" in gradcam_row
