@@ -137,6 +137,27 @@ class Method:
             self.optimizer.load_state_dict(state["optimizer"])
 
 
+class TeacherStudentMethod(Method):
+    """A method trained against the frozen teacher artifact (``requires`` has "teacher"): the teacher is
+    ``self.teacher`` and is fed its view of each batch (``dataset.teacher_view``) via ``teacher_input``."""
+
+    requires: ClassVar[frozenset[str]] = frozenset({"teacher"})
+
+    def __init__(self, ctx: MethodContext) -> None:
+        super().__init__(ctx)
+        if ctx.teacher is None:
+            raise ValueError(f"{type(self).__name__} needs the teacher; the runner provides it")
+        self.teacher: nn.Module = ctx.teacher
+        self.train_views = tuple(dict.fromkeys(("x", ctx.teacher_view)))
+
+    def teacher_input(self, batch: Batch) -> Tensor:
+        return batch.view(self.ctx.teacher_view)
+
+    def teacher_logits(self, batch: Batch) -> Tensor:
+        with torch.no_grad():
+            return self.teacher(self.teacher_input(batch))
+
+
 METHODS: Registry[type[Method]] = Registry("method", loader=lambda: import_all_modules("methods"))
 
 

@@ -27,7 +27,7 @@ from bench.data import Batch
 from bench.explain import explain
 from bench.explain.cam import layer_output
 from bench.losses import geometric_l1, pyramid_geometric_l1
-from bench.method import Method, MethodContext, TrainHparams, register_method
+from bench.method import TeacherStudentMethod, TrainHparams, register_method
 from bench.models import classifier_module, feature_module
 from methods.kd import soft_kl
 
@@ -85,21 +85,14 @@ def sample_eps(batch: int, eps_min: float, eps_max: float, device: torch.device)
     return torch.pow(10.0, low + (high - low) * torch.rand(batch, device=device))
 
 
-class ExplanationDistill(Method):
+class ExplanationDistill(TeacherStudentMethod):
     """Shared machinery; subclasses choose the explanation (``explanation``) and whether the pyramid applies."""
 
     Hparams = ExplanationDistillHparams
-    requires = frozenset({"teacher"})
     explanation: ClassVar[str] = "lrp_flex"
     pyramid: ClassVar[bool] = True
 
-    def __init__(self, ctx: MethodContext) -> None:
-        super().__init__(ctx)
-        self.train_views = tuple(dict.fromkeys(("x", ctx.teacher_view)))
-
     def build(self) -> None:
-        assert self.ctx.teacher is not None, "the runner provides the teacher"
-        self.teacher = self.ctx.teacher
         self.model = self.new_model()
         classifier = classifier_module(self.model)
         if not self.hp.dldl:
@@ -129,13 +122,9 @@ class ExplanationDistill(Method):
         self.teacher.eval()
 
     # --- the loss ------------------------------------------------------------------------------
-    def teacher_logits(self, batch: Batch) -> Tensor:
-        with torch.no_grad():
-            return self.teacher(batch.view(self.ctx.teacher_view))
-
     def maps(self, batch: Batch, target: Tensor, eps: Tensor, create_graph: bool) -> tuple[Tensor, Tensor]:
         """(student map, teacher map) for class ``target`` with ε ``eps``."""
-        teacher_map = explain(self.teacher, batch.view(self.ctx.teacher_view), target, self.explanation, eps=eps)
+        teacher_map = explain(self.teacher, self.teacher_input(batch), target, self.explanation, eps=eps)
         student_map = explain(self.model, batch.x, target, self.explanation, eps=eps, create_graph=create_graph)
         return student_map, teacher_map
 
@@ -250,7 +239,6 @@ class FeatureDistill(ExplanationDistill):
 
     def explanation_loss(self, batch: Batch, teacher_logits: Tensor, validation: bool) -> Tensor:
         with torch.no_grad():
-            teacher_features = layer_output(self.teacher, batch.view(self.ctx.teacher_view),
-                                            feature_module(self.teacher))[1]
+            teacher_features = layer_output(self.teacher, self.teacher_input(batch), feature_module(self.teacher))[1]
         student_features = layer_output(self.model, batch.x, feature_module(self.model))[1]
         return geometric_l1(student_features, teacher_features)

@@ -3,12 +3,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from bench.data import Batch
-from bench.method import Method, MethodContext, TrainHparams, register_method
+from bench.method import TeacherStudentMethod, TrainHparams, register_method
 
 
 @dataclass
@@ -38,27 +37,19 @@ def soft_kl(student_logits: Tensor, teacher_logits: Tensor, temperature: float) 
     return kl * temperature**2
 
 
-class _Distill(Method):
-    """Shared machinery: the frozen teacher is fed its view of the batch (``dataset.teacher_view``)."""
+class _Distill(TeacherStudentMethod):
+    """Shared machinery of output distillation."""
 
     Hparams = KDHparams
     graph_capturable = True
 
-    def __init__(self, ctx: MethodContext) -> None:
-        super().__init__(ctx)
-        self.train_views = tuple(dict.fromkeys(("x", ctx.teacher_view)))
-
     def build(self) -> None:
-        assert self.ctx.teacher is not None, "the runner provides the teacher"
-        self.teacher = self.ctx.teacher
         self.model = self.new_model()
         self.optimizer = self.sgd(self.model.parameters())
         self.params = self.trainable()
 
     def objective(self, batch: Batch, student_logits: Tensor) -> Tensor:
-        with torch.no_grad():
-            teacher_logits = self.teacher(batch.view(self.ctx.teacher_view))
-        loss = soft_kl(student_logits, teacher_logits, self.hp.temperature)
+        loss = soft_kl(student_logits, self.teacher_logits(batch), self.hp.temperature)
         if self.hp.label_weight > 0:
             loss = (1 - self.hp.label_weight) * loss + self.hp.label_weight * F.cross_entropy(student_logits, batch.y)
         return loss
