@@ -286,15 +286,6 @@ def classifier_module(model: nn.Module) -> nn.Module:
     return model.get_submodule(model.classifier_layer)  # type: ignore[arg-type]
 
 
-def count_parameters(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
-
-
-@torch.no_grad()
-def copy_weights(src: nn.Module, dst: nn.Module) -> None:
-    dst.load_state_dict(src.state_dict())
-
-
 def convert_model(model: nn.Module) -> nn.Module:
     """The zoo's equivalent, with the same weights, of a torchvision ResNet or DenseNet or a plain timm
     ResNet (for explanations: their blocks reuse one ReLU module or add in place). Other models are
