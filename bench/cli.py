@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -70,6 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="cpu | cuda | auto (GPU when there is one)")
+    parser.add_argument("--cuda-graphs", action="store_true",
+                        help="capture capturable training steps as whole-step CUDA graphs (GPU only)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="results folder (default results/runs)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -175,6 +178,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         if args.command is None:
             args = build_parser().parse_args(["sweep", DEFAULT_SUITE])
+        if getattr(args, "cuda_graphs", False):
+            from bench.cudagraph import ENV_FLAG
+
+            os.environ[ENV_FLAG] = "1"  # read by the runner, inherited by worker processes
         handlers = {"list": cmd_list, "run": cmd_run, "sweep": cmd_sweep, "perf": cmd_perf,
                     "report": lambda a: _report(a.out), "explain": cmd_explain}
         handlers[args.command](args)

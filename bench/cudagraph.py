@@ -1,6 +1,13 @@
-"""Whole-step CUDA-graph capture for methods whose ``step`` is capturable (fixed shapes, no host sync)."""
+"""Whole-step CUDA-graph capture for methods whose ``step`` is capturable (fixed shapes, no host sync).
+
+Opt-in (``--cuda-graphs`` on the CLI, or ``BENCH_CUDA_GRAPHS=1``) until it has been checked on a GPU with
+``tests/gpu/check_cuda.py``; ``run_bench.py perf`` always uses it for capturable methods. A capture
+that fails falls back to the eager step with a warning.
+"""
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Callable
 
 import torch
@@ -9,6 +16,12 @@ from torch import Tensor
 from bench.data import Batch
 
 WARMUP_STEPS = 3
+ENV_FLAG = "BENCH_CUDA_GRAPHS"
+
+
+def enabled() -> bool:
+    """Whether training runs capture capturable steps as CUDA graphs."""
+    return os.environ.get(ENV_FLAG, "0") == "1"
 
 
 class GraphedStep:
@@ -22,6 +35,7 @@ class GraphedStep:
         self.graph: torch.cuda.CUDAGraph | None = None
         self.static: Batch | None = None
         self.outputs: dict[str, Tensor] = {}
+        self.failed = False
         self.side = torch.cuda.Stream()
 
     def __call__(self, batch: Batch) -> dict[str, Tensor]:
@@ -32,8 +46,16 @@ class GraphedStep:
                 out = self.step(batch)
             torch.cuda.current_stream().wait_stream(self.side)
             return out
+        if self.failed:
+            return self.step(batch)
         if self.graph is None:
-            self._capture(batch)
+            try:
+                self._capture(batch)
+            except RuntimeError as err:  # e.g. an op that cannot be captured: train eagerly instead
+                print(f"warning: CUDA-graph capture failed ({str(err).splitlines()[0]}); running eagerly",
+                      file=sys.stderr)
+                self.failed, self.graph = True, None
+                return self.step(batch)
         else:
             self._load(batch)
         assert self.graph is not None

@@ -246,7 +246,9 @@ class _Training:
         return final, cost
 
     def _stepper(self) -> Callable[[Batch], dict[str, Tensor]]:
-        if self.device.type == "cuda" and self.method_cls.graph_capturable:
+        from bench import cudagraph
+
+        if self.device.type == "cuda" and self.method_cls.graph_capturable and cudagraph.enabled():
             from bench.cudagraph import GraphedStep
 
             return GraphedStep(self.method.step)

@@ -101,3 +101,15 @@ def test_run_then_report_end_to_end(tmp_path: Path) -> None:
     assert summary[0] == ("method,dataset,protocol,selection,n_seeds,iid_acc,iid_acc_std,ood_acc,ood_acc_std,"
                           "shift_acc,shift_acc_std")
     assert any(line.startswith("erm,coloured_mnist,fast,iid_val,1,") for line in summary)
+
+
+def test_cuda_graphs_flag_is_opt_in(capsys: pytest.CaptureFixture[str], tmp_path: Path,
+                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    from bench import cudagraph
+
+    monkeypatch.setenv(cudagraph.ENV_FLAG, "0")  # restored (unset) after the test
+    assert not cudagraph.enabled()
+    code, _, _ = run_cli(capsys, "run", "--method", "erm", "--dataset", "coloured_mnist", "--cuda-graphs",
+                         "--hp", "epochs=1", "--hp", "batch_size=64", "--data", "train_size=128", "--data",
+                         "val_size=64", "--data", "test_size=64", "--out", str(tmp_path), "--quiet", "--device", "cpu")
+    assert code == 0 and cudagraph.enabled()
