@@ -37,3 +37,11 @@ def pyramid_geometric_l1(student: Tensor, teacher: Tensor, min_size: int = PYRAM
         s, t = (student, teacher) if k == 0 else (F.avg_pool2d(student, 2**k), F.avg_pool2d(teacher, 2**k))
         losses.append(geometric_l1(s, t))
     return torch.stack(losses).mean()
+
+
+def soft_kl(student_logits: Tensor, teacher_logits: Tensor, temperature: float) -> Tensor:
+    """τ² · (1/B) Σ_i KL(softmax(t_i/τ) ‖ softmax(s_i/τ)) (Hinton et al., 2015, Section 2)."""
+    log_p_student = F.log_softmax(student_logits / temperature, dim=1)
+    log_p_teacher = F.log_softmax(teacher_logits / temperature, dim=1)
+    kl = F.kl_div(log_p_student, log_p_teacher, log_target=True, reduction="batchmean")
+    return kl * temperature**2

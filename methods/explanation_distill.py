@@ -26,10 +26,9 @@ from torch import Tensor, nn
 from bench.data import Batch
 from bench.explain import explain
 from bench.explain.cam import layer_output
-from bench.losses import geometric_l1, pyramid_geometric_l1
+from bench.losses import geometric_l1, pyramid_geometric_l1, soft_kl
 from bench.method import TeacherStudentMethod, TrainHparams, register_method
 from bench.models import classifier_module, feature_module
-from methods.kd import soft_kl
 
 
 @dataclass

@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from bench.data import Batch
+from bench.losses import soft_kl
 from bench.method import TeacherStudentMethod, TrainHparams, register_method
 
 
@@ -27,14 +28,6 @@ class KDHparams(TrainHparams):
             raise ValueError("temperature must be > 0")
         if not 0 <= self.label_weight <= 1:
             raise ValueError("label_weight must be in [0, 1]")
-
-
-def soft_kl(student_logits: Tensor, teacher_logits: Tensor, temperature: float) -> Tensor:
-    """τ² · (1/B) Σ_i KL(softmax(t_i/τ) ‖ softmax(s_i/τ)) (Hinton et al., 2015, Section 2)."""
-    log_p_student = F.log_softmax(student_logits / temperature, dim=1)
-    log_p_teacher = F.log_softmax(teacher_logits / temperature, dim=1)
-    kl = F.kl_div(log_p_student, log_p_teacher, log_target=True, reduction="batchmean")
-    return kl * temperature**2
 
 
 class _Distill(TeacherStudentMethod):
