@@ -88,6 +88,7 @@ class ExplanationDistill(TeacherStudentMethod):
     """Shared machinery; subclasses choose the explanation (``explanation``) and whether the pyramid applies."""
 
     Hparams = ExplanationDistillHparams
+    graph_capturable = True  # fixed shapes, device-side sampling, no host sync (GPU check: tests/gpu)
     explanation: ClassVar[str] = "lrp_flex"
     pyramid: ClassVar[bool] = True
 
