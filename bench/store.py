@@ -10,7 +10,6 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -148,9 +147,6 @@ class Store:
     def epochs(self, run_id: str) -> list[dict[str, Any]]:
         rows = self._conn.execute("SELECT epoch, metrics FROM epochs WHERE run_id = ? ORDER BY epoch", (run_id,))
         return [{"epoch": r["epoch"], **json.loads(r["metrics"])} for r in rows]
-
-    def __iter__(self) -> Iterator[dict[str, Any]]:
-        return iter(self.runs())
 
 
 def _decode(row: sqlite3.Row) -> dict[str, Any]:
