@@ -17,6 +17,7 @@ top class and the geometric middle of the ε range, so that it is deterministic.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -24,7 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from bench.data import Batch
-from bench.explain import explain
+from bench.explain import explain, explain_with_logits
 from bench.explain.cam import layer_output
 from bench.losses import geometric_l1, pyramid_geometric_l1, soft_kl
 from bench.method import TeacherStudentMethod, TrainHparams, register_method
@@ -122,24 +123,28 @@ class ExplanationDistill(TeacherStudentMethod):
         self.teacher.eval()
 
     # --- the loss ------------------------------------------------------------------------------
-    def maps(self, batch: Batch, target: Tensor, eps: Tensor, create_graph: bool) -> tuple[Tensor, Tensor]:
-        """(student map, teacher map) for class ``target`` with ε ``eps``."""
-        teacher_map = explain(self.teacher, self.teacher_input(batch), target, self.explanation, eps=eps)
-        student_map = explain(self.model, batch.x, target, self.explanation, eps=eps, create_graph=create_graph)
-        return student_map, teacher_map
+    def class_chooser(self, validation: bool) -> Callable[[Tensor], Tensor]:
+        """Explained classes from the teacher's logits: sampled in training, its top class in validation."""
+        if validation:
+            return lambda logits: logits.argmax(1)
+        return lambda logits: explained_classes(logits, self.hp.argmax_probability)
+
+    def eps_for(self, batch: Batch, validation: bool) -> Tensor:
+        hp, size, device = self.hp, len(batch.y), batch.y.device
+        if validation:
+            return torch.full((size,), math.sqrt(hp.eps_min * hp.eps_max), device=device)
+        return sample_eps(size, hp.eps_min, hp.eps_max, device)
 
     def distance(self, student_map: Tensor, teacher_map: Tensor) -> Tensor:
         return (pyramid_geometric_l1 if self.pyramid else geometric_l1)(student_map, teacher_map)
 
-    def explanation_loss(self, batch: Batch, teacher_logits: Tensor, validation: bool) -> Tensor:
-        hp = self.hp
-        if validation:
-            target = teacher_logits.argmax(1)
-            eps = torch.full((len(target),), math.sqrt(hp.eps_min * hp.eps_max), device=target.device)
-        else:
-            target = explained_classes(teacher_logits, hp.argmax_probability)
-            eps = sample_eps(len(target), hp.eps_min, hp.eps_max, target.device)
-        return self.distance(*self.maps(batch, target, eps, create_graph=not validation))
+    def explanation_loss(self, batch: Batch, validation: bool) -> tuple[Tensor, Tensor]:
+        """(loss, teacher logits). The teacher runs once: its logits choose the class it then explains."""
+        eps = self.eps_for(batch, validation)
+        teacher_map, teacher_logits, target = explain_with_logits(
+            self.teacher, self.teacher_input(batch), self.class_chooser(validation), self.explanation, eps=eps)
+        student_map = explain(self.model, batch.x, target, self.explanation, eps=eps, create_graph=not validation)
+        return self.distance(student_map, teacher_map), teacher_logits
 
     def output_loss(self, batch: Batch, teacher_logits: Tensor) -> Tensor:
         """DL-DL's softmax distillation on the last layer (τ² · KL at temperature τ, times its weight)."""
@@ -149,8 +154,7 @@ class ExplanationDistill(TeacherStudentMethod):
     def step(self, batch: Batch) -> dict[str, Tensor]:
         assert self.optimizer is not None
         self.optimizer.zero_grad(set_to_none=True)
-        teacher_logits = self.teacher_logits(batch)
-        explanation_loss = self.explanation_loss(batch, teacher_logits, validation=False)
+        explanation_loss, teacher_logits = self.explanation_loss(batch, validation=False)
         logs = {"explanation_loss": explanation_loss.detach()}
         if self.hp.dldl:
             output_loss = self.output_loss(batch, teacher_logits)
@@ -170,8 +174,7 @@ class ExplanationDistill(TeacherStudentMethod):
                 param.grad = torch.zeros_like(param) if grad is None else grad
 
     def val_loss(self, batch: Batch) -> Tensor:
-        teacher_logits = self.teacher_logits(batch)
-        loss = self.explanation_loss(batch, teacher_logits, validation=True)
+        loss, teacher_logits = self.explanation_loss(batch, validation=True)
         if self.hp.dldl:
             loss = loss + self.output_loss(batch, teacher_logits)
         return loss.detach()
@@ -237,8 +240,9 @@ class FeatureDistill(ExplanationDistill):
     pyramid = False
     protocols = {"fast": {"epochs": 2}}
 
-    def explanation_loss(self, batch: Batch, teacher_logits: Tensor, validation: bool) -> Tensor:
+    def explanation_loss(self, batch: Batch, validation: bool) -> tuple[Tensor, Tensor]:
         with torch.no_grad():
-            teacher_features = layer_output(self.teacher, self.teacher_input(batch), feature_module(self.teacher))[1]
+            teacher_logits, teacher_features = layer_output(self.teacher, self.teacher_input(batch),
+                                                            feature_module(self.teacher))
         student_features = layer_output(self.model, batch.x, feature_module(self.model))[1]
-        return geometric_l1(student_features, teacher_features)
+        return geometric_l1(student_features, teacher_features), teacher_logits

@@ -59,8 +59,8 @@ class _Distill(TeacherStudentMethod):
         return self.objective(batch, self.predict(batch.x))
 
 
-@register_method("kd")
-class KD(_Distill):
+@register_method("output_distill")
+class OutputDistill(_Distill):
     """Output distillation without labels: L = τ² · KL(p_T^τ ‖ p_S^τ), τ = 3.
 
     The "Output Distill" row of Table 1 of Bassi et al. (2024) (COLOURED MNIST: 100 / 92.6 / 87.3),
@@ -80,11 +80,11 @@ class KDWithLabelsHparams(KDHparams):
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.label_weight <= 0:
-            raise ValueError("label_weight must be > 0 for kd_ce (use kd for output distillation alone)")
+            raise ValueError("label_weight must be > 0 for kd (use output_distill for the label-free loss)")
 
 
-@register_method("kd_ce")
-class KDWithLabels(_Distill):
+@register_method("kd")
+class KD(_Distill):
     """Hinton et al. (2015), Section 2, with the label loss:
     L = w · CE(s, y) + (1 − w) · τ² · KL(p_T^τ ‖ p_S^τ), w = ``label_weight`` (default 0.5)."""
 

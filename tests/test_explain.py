@@ -14,7 +14,7 @@ import pytest
 import torch
 from torch import nn
 
-from bench.explain import explain, list_explainers
+from bench.explain import explain, explain_with_logits, list_explainers
 from bench.explain.cam import upsample
 from bench.explain.lrp import relevance
 from bench.models import BasicBlock, Bottleneck, DenseNet, ResNet, SmallCNN, create_model
@@ -357,3 +357,21 @@ def test_imagenet_size_inputs(model_name: str) -> None:
     assert heat.shape == x.shape and torch.isfinite(heat).all()
     heat.abs().sum().backward()
     assert explain(model, x, target, "gradcam").shape == (1, 1, 7, 7)
+
+
+@pytest.mark.parametrize("method", METHODS + ["lrp_flex_hooks"])
+def test_callable_target_sees_the_logits_of_the_same_pass(method: str) -> None:
+    model = tiny_resnet().eval()
+    x, _ = inputs()
+    expected_logits = model(x).detach()
+    top = expected_logits.argmax(1)
+    heatmap, logits, target = explain_with_logits(model, x, lambda z: z.argmax(1), method, eps=0.05)
+    torch.testing.assert_close(logits, expected_logits)
+    assert torch.equal(target, top) and not logits.requires_grad
+    torch.testing.assert_close(heatmap, explain(model, x, top, method, eps=0.05))
+
+
+def test_target_of_the_wrong_shape_is_refused() -> None:
+    x, target = inputs()
+    with pytest.raises(ValueError, match="one class index per sample"):
+        explain(tiny_resnet(), x, target[:2], "lrp")

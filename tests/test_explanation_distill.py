@@ -79,9 +79,9 @@ def test_dldl_routes_the_output_loss_to_the_last_layer_only(tiny_dataset) -> Non
     method = build("lrp_distill", tiny_dataset, dldl=True)
     method.train()
     batch = tiny_dataset.splits["train"].batch(torch.arange(16), method.train_views)
-    teacher_logits = method.teacher_logits(batch)
     torch.manual_seed(1)
-    explanation_loss = method.explanation_loss(batch, teacher_logits, validation=False)
+    explanation_loss, teacher_logits = method.explanation_loss(batch, validation=False)
+    torch.testing.assert_close(teacher_logits, method.teacher_logits(batch))
     output_loss = method.output_loss(batch, teacher_logits)
     expected_cls = torch.autograd.grad(output_loss, method.classifier_params, retain_graph=True)
     expected_body = torch.autograd.grad(explanation_loss, method.body_params, retain_graph=True, allow_unused=True)
@@ -107,3 +107,14 @@ def test_lrp_distill_golden_loss(tiny_dataset) -> None:
 
 
 GOLDEN_LRP_DISTILL_VAL_LOSS = 1.5623302  # recorded 2026-11-26 (torch 2.14, CPU, float32)
+
+
+@pytest.mark.parametrize("name", ["lrp_distill", "gradcam_distill", "feature_distill"])
+def test_teacher_runs_once_per_step(tiny_dataset, name: str) -> None:
+    method = build(name, tiny_dataset, dldl=True)
+    method.train()
+    calls = []
+    handle = method.teacher.register_forward_hook(lambda *_: calls.append(1))
+    method.step(tiny_dataset.splits["train"].batch(torch.arange(16), method.train_views))
+    handle.remove()
+    assert len(calls) == 1

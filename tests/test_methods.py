@@ -75,7 +75,7 @@ def test_soft_kl_golden_value() -> None:
 
 
 def test_kd_with_labels_mixes_ce(tiny_dataset) -> None:
-    method = _build("kd_ce", tiny_dataset, label_weight=0.25)
+    method = _build("kd", tiny_dataset, label_weight=0.25)
     batch = tiny_dataset.splits["train"].batch(torch.arange(8), method.train_views)
     with torch.no_grad():
         logits = method.model(batch.x)
@@ -85,16 +85,16 @@ def test_kd_with_labels_mixes_ce(tiny_dataset) -> None:
 
 
 def test_kd_paper_protocol_defaults() -> None:
-    hp = resolve_hparams(get_method("kd"), "paper")
+    hp = resolve_hparams(get_method("output_distill"), "paper")
     assert (hp.temperature, hp.label_weight, hp.lr, hp.momentum, hp.epochs, hp.batch_size, hp.grad_clip) == \
         (3.0, 0.0, 1e-2, 0.99, 100, 128, 1.0)
     teacher = resolve_hparams(get_method("teacher"), "paper")
     assert (teacher.epochs, teacher.lr, teacher.momentum, teacher.weight_decay) == (200, 1e-3, 0.9, 1e-3)
 
 
-def test_kd_ce_defaults_and_validation() -> None:
+def test_kd_defaults_and_validation() -> None:
     from bench.errors import UserError
 
-    assert resolve_hparams(get_method("kd_ce"), "paper").label_weight == 0.5
+    assert resolve_hparams(get_method("kd"), "paper").label_weight == 0.5
     with pytest.raises(UserError, match="label_weight must be > 0"):
-        resolve_hparams(get_method("kd_ce"), "paper", {"label_weight": 0})
+        resolve_hparams(get_method("kd"), "paper", {"label_weight": 0})

@@ -25,7 +25,7 @@ def test_unknown_name_lists_valid_names(registry: Registry) -> None:
 
 
 def test_expected_entries_are_registered() -> None:
-    assert {"erm", "kd", "kd_ce", "teacher"} <= set(METHODS.names())
+    assert {"erm", "kd", "output_distill", "teacher"} <= set(METHODS.names())
     assert "coloured_mnist" in DATASETS.names()
     assert {"resnet18", "resnet34", "resnet18_small", "small_cnn"} <= set(MODELS.names())
     assert {"quick", "paper-cmnist-baselines"} <= set(SUITES.names())

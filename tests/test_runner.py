@@ -51,10 +51,10 @@ def test_finished_run_is_skipped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 def test_teacher_is_trained_once_and_reused(tmp_path: Path) -> None:
     store = Store(tmp_path)
     kd = execute(tiny_config("kd"), store, CPU, progress=False)
-    kd_ce = execute(tiny_config("kd_ce"), store, CPU, progress=False)
+    ods = execute(tiny_config("output_distill"), store, CPU, progress=False)
     teachers = [r for r in store.runs() if r["method"] == "teacher"]
     assert len(teachers) == 1 and teachers[0]["status"] == "finished"
-    assert kd["config"]["teacher"] == kd_ce["config"]["teacher"]
+    assert kd["config"]["teacher"] == ods["config"]["teacher"]
     assert "ood_agreement" in kd["final"]["iid_val"]
 
 
@@ -246,7 +246,7 @@ def test_missing_teacher_artifact_is_retrained(tmp_path: Path) -> None:
     first = execute(tiny_config("kd"), store, CPU, progress=False)
     teacher_id = [r["run_id"] for r in store.runs() if r["method"] == "teacher"][0]
     (store.run_dir(teacher_id) / "best.pt").unlink()
-    second = execute(tiny_config("kd_ce"), store, CPU, progress=False)
+    second = execute(tiny_config("output_distill"), store, CPU, progress=False)
     assert first["status"] == second["status"] == "finished"
     assert (store.run_dir(teacher_id) / "best.pt").exists()
     assert store.get(teacher_id)["status"] == "finished"

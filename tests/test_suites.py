@@ -35,7 +35,8 @@ def test_paper_tea_cmnist_runs_and_reports_against_the_paper(tmp_path: Path) -> 
     assert counts["finished"] == len(configs) == len(suite.methods)
     report = (write_report(tmp_path) / "report.md").read_text()
     comparison = report.split("### Paper vs ours")[1].split("###")[0]
-    for method in ("erm", "teacher", "kd", "lrp_distill", "gradinput_distill", "inputgrad_distill", "feature_distill"):
+    for method in ("erm", "teacher", "output_distill", "lrp_distill", "gradinput_distill", "inputgrad_distill",
+                   "feature_distill"):
         assert f"| {method} |" in comparison
     lrp_row = next(line for line in comparison.splitlines() if line.startswith("| lrp_distill |"))
     assert "| 98.2 |" in lrp_row and "| 98.3 |" in lrp_row

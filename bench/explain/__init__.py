@@ -13,14 +13,16 @@ import torch
 from torch import Tensor, nn
 
 from bench.explain import cam, gradient, lrp  # noqa: F401  (registration)
-from bench.explain.registry import EXPLAINERS, list_explainers, register_explainer
+from bench.explain.registry import EXPLAINERS, Target, list_explainers, register_explainer
 
-__all__ = ["EXPLAINERS", "explain", "list_explainers", "register_explainer"]
+__all__ = ["EXPLAINERS", "Target", "explain", "explain_with_logits", "list_explainers", "register_explainer"]
 
 
-def explain(model: nn.Module, x: Tensor, target: Tensor, method: str, *, create_graph: bool = False,
+def explain(model: nn.Module, x: Tensor, target: Target, method: str, *, create_graph: bool = False,
             eps: float | Tensor | None = None, layer: nn.Module | str | None = None) -> Tensor:
     """Explanation of logit ``target[i]`` of ``model`` for each sample ``x[i]``.
+
+    ``target``: class indices of shape (B,), or a function from the (detached) logits to them.
 
     ``method``: ``lrp`` (LRP-ε on every conv/linear, batch norm merged into the preceding conv),
     ``lrp_flex`` (ε at ReLU positions, last layer LRP-0), ``gradinput``, ``inputgrad``, ``gradcam``,
@@ -29,10 +31,26 @@ def explain(model: nn.Module, x: Tensor, target: Tensor, method: str, *, create_
     Grad-CAM and attention maps are B×1×h×w at ``layer``. With ``create_graph=True`` the map is
     differentiable with respect to the model's parameters; otherwise it is returned detached.
     """
+    return explain_with_logits(model, x, target, method, create_graph=create_graph, eps=eps, layer=layer)[0]
+
+
+def explain_with_logits(model: nn.Module, x: Tensor, target: Target, method: str, *, create_graph: bool = False,
+                        eps: float | Tensor | None = None, layer: nn.Module | str | None = None
+                        ) -> tuple[Tensor, Tensor, Tensor]:
+    """As ``explain``, and also the model's logits (detached) and the explained classes, both from the
+    explanation's own forward pass: a frozen teacher is run once per step, not once for its logits and
+    again for its map."""
     explainer: Callable[..., Tensor] = EXPLAINERS.get(method)
-    if target.shape != (x.shape[0],):
-        raise ValueError(f"target must hold one class index per sample, shape ({x.shape[0]},), "
-                         f"got {tuple(target.shape)}")
+    seen: dict[str, Tensor] = {}
+
+    def recording(logits: Tensor) -> Tensor:
+        classes = target(logits) if callable(target) else target
+        if classes.shape != (x.shape[0],):
+            raise ValueError(f"target must hold one class index per sample, shape ({x.shape[0]},), "
+                             f"got {tuple(classes.shape)}")
+        seen["logits"], seen["target"] = logits, classes
+        return classes
+
     with torch.enable_grad():  # works inside no_grad blocks too (e.g. a frozen teacher's maps)
-        heatmap = explainer(model, x, target, create_graph=create_graph, eps=eps, layer=layer)
-    return heatmap if create_graph else heatmap.detach()
+        heatmap = explainer(model, x, recording, create_graph=create_graph, eps=eps, layer=layer)
+    return (heatmap if create_graph else heatmap.detach()), seen["logits"], seen["target"]

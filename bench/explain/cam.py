@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from bench.explain.registry import register_explainer
+from bench.explain.registry import Target, register_explainer, resolve_target
 
 
 def resolve_layer(model: nn.Module, layer: nn.Module | str | None) -> nn.Module:
@@ -41,22 +41,24 @@ def layer_output(model: nn.Module, x: Tensor, layer: nn.Module) -> tuple[Tensor,
 
 
 @register_explainer("gradcam")
-def gradcam(model: nn.Module, x: Tensor, target: Tensor, *, create_graph: bool = False,
+def gradcam(model: nn.Module, x: Tensor, target: Target, *, create_graph: bool = False,
             layer: nn.Module | str | None = None, **_: Any) -> Tensor:
     """ReLU(Σ_c α_c A_c) with α_c = spatial mean of ∂y_k/∂A_c; B×1×h×w. The gradient is taken with
     ``create_graph`` so that the map itself trains (e²KD; the distillation paper's Grad-CAM distillation)."""
     logits, activation = layer_output(model, x, resolve_layer(model, layer))
-    score = logits.gather(1, target.view(-1, 1)).sum()
+    score = logits.gather(1, resolve_target(logits, target).view(-1, 1)).sum()
     (grad,) = torch.autograd.grad(score, activation, create_graph=create_graph, retain_graph=True)
     weights = grad.mean(dim=(2, 3), keepdim=True)
     return F.relu((weights * activation).sum(dim=1, keepdim=True))
 
 
 @register_explainer("attention")
-def attention(model: nn.Module, x: Tensor, target: Tensor, *, layer: nn.Module | str | None = None,
+def attention(model: nn.Module, x: Tensor, target: Target, *, layer: nn.Module | str | None = None,
               **_: Any) -> Tensor:
-    """Σ_c A_c² at ``layer`` (B×1×h×w); class-independent, so ``target`` is unused."""
-    activation = layer_output(model, x, resolve_layer(model, layer))[1]
+    """Σ_c A_c² at ``layer`` (B×1×h×w); class-independent (``target`` is only resolved, so that a callable
+    target still sees the logits)."""
+    logits, activation = layer_output(model, x, resolve_layer(model, layer))
+    resolve_target(logits, target)
     return activation.pow(2).sum(dim=1, keepdim=True)
 
 

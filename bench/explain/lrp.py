@@ -36,7 +36,7 @@ import torch
 import torchvision
 from torch import Tensor, nn
 
-from bench.explain.registry import register_explainer
+from bench.explain.registry import Target, register_explainer, resolve_target
 from bench.models import BasicBlock, Bottleneck, DenseBlock, DenseLayer, DenseNet, ResNet, SmallCNN
 
 DEFAULT_EPS = 1e-2
@@ -224,7 +224,7 @@ def as_eps_tensor(eps: float | Tensor | None, x: Tensor) -> Tensor:
     return torch.full((), DEFAULT_EPS if eps is None else float(eps), dtype=x.dtype, device=x.device)
 
 
-def relevance(model: nn.Module, x: Tensor, target: Tensor, eps: float | Tensor | None, create_graph: bool,
+def relevance(model: nn.Module, x: Tensor, target: Target, eps: float | Tensor | None, create_graph: bool,
               flex: bool, norm_stabiliser: float = NORM_STABILISER) -> Tensor:
     """x ⊙ g, the LRP heatmap (B×C×H×W) of logit ``target`` for each sample. ``norm_stabiliser`` 0 makes
     pooling and sums exact LRP-0 (then ε = 0 gives exactly Gradient×Input)."""
@@ -232,26 +232,26 @@ def relevance(model: nn.Module, x: Tensor, target: Tensor, eps: float | Tensor |
     eps_tensor = as_eps_tensor(eps, x)
     lrp = RelevancePass(flex=flex, eps=eps_tensor, create_graph=create_graph, norm_stabiliser=norm_stabiliser)
     logits = lrp.record(model, x)
-    grad = torch.zeros_like(logits).scatter_(1, target.view(-1, 1), 1.0)
+    grad = torch.zeros_like(logits).scatter_(1, resolve_target(logits, target).view(-1, 1), 1.0)
     return x * lrp.propagate(model, grad)
 
 
 @register_explainer("lrp")
-def lrp_epsilon(model: nn.Module, x: Tensor, target: Tensor, *, create_graph: bool = False,
+def lrp_epsilon(model: nn.Module, x: Tensor, target: Target, *, create_graph: bool = False,
                 eps: float | Tensor | None = None, **_: Any) -> Tensor:
     """LRP-ε on every conv/linear layer (batch norm merged into the preceding conv)."""
     return relevance(model, x, target, eps, create_graph, flex=False)
 
 
 @register_explainer("lrp_flex")
-def lrp_flex(model: nn.Module, x: Tensor, target: Tensor, *, create_graph: bool = False,
+def lrp_flex(model: nn.Module, x: Tensor, target: Target, *, create_graph: bool = False,
              eps: float | Tensor | None = None, **_: Any) -> Tensor:
     """LRP-Flex (Bassi et al., 2024, Section 3.2): ε at ReLU positions, last layer LRP-0."""
     return relevance(model, x, target, eps, create_graph, flex=True)
 
 
 @register_explainer("lrp_flex_hooks")
-def lrp_flex_hooks(model: nn.Module, x: Tensor, target: Tensor, *, create_graph: bool = False,
+def lrp_flex_hooks(model: nn.Module, x: Tensor, target: Target, *, create_graph: bool = False,
                    eps: float | Tensor | None = None, **_: Any) -> Tensor:
     """LRP-Flex the way the paper's public code computes it: a backward hook on every ReLU replaces
     the incoming gradient g by g·a/(a+ε), then x ⊙ ∂y_k/∂x. The heatmap equals ``lrp_flex``'s; its
@@ -270,7 +270,7 @@ def lrp_flex_hooks(model: nn.Module, x: Tensor, target: Tensor, *, create_graph:
             ))
     try:
         logits = model(x)
-        score = logits.gather(1, target.view(-1, 1)).sum()
+        score = logits.gather(1, resolve_target(logits, target).view(-1, 1)).sum()
         (grad,) = torch.autograd.grad(score, x, create_graph=create_graph)
     finally:
         for handle in handles:

@@ -149,7 +149,7 @@ def main() -> int:
             failed = True
         print(f"{name}: {report[name]}", flush=True)
     if device.type == "cuda":
-        results = run_perf(["erm", "kd", "teacher"], "paper", device, steps, 128,
+        results = run_perf(["erm", "output_distill", "teacher"], "paper", device, steps, 128,
                            explanations=["lrp", "lrp_flex", "gradinput", "inputgrad"])
         report["perf"] = format_results(results, device_name(device), "paper")
         print(report["perf"], flush=True)
