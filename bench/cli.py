@@ -60,6 +60,15 @@ def build_parser() -> argparse.ArgumentParser:
     perf.add_argument("--batch-size", type=int, default=None)
     perf.add_argument("--device", default="auto")
 
+    data = sub.add_parser("datasets", help="dataset families: list, card (text) or show (PNG grid of samples)")
+    data.add_argument("action", choices=["list", "card", "show"])
+    data.add_argument("name", nargs="?", help="dataset family (for card and show)")
+    data.add_argument("--data", action="append", metavar="KEY=VALUE", help="dataset option (repeatable)")
+    data.add_argument("--seed", type=int, default=0)
+    data.add_argument("--n", type=int, default=8, help="images per row (show)")
+    data.add_argument("--device", default="cpu", help="cpu | cuda | auto: where the dataset is generated")
+    data.add_argument("--out", type=Path, default=Path("results/datasets"), help="folder for the pictures")
+
     gallery = sub.add_parser("explain", help="draw an explanation gallery (heatmaps of fixed test images) of a run")
     gallery.add_argument("--run", required=True, metavar="RUN_ID", help="a finished run's id")
     gallery.add_argument("--out", type=Path, default=DEFAULT_OUT, help="results folder (default results/runs)")
@@ -173,6 +182,29 @@ def cmd_explain(args: argparse.Namespace) -> None:
     print(write_gallery(args.out, args.run, methods=args.methods, n_per_group=args.n))
 
 
+def cmd_datasets(args: argparse.Namespace) -> None:
+    from bench.config import parse_assignments
+    from bench.data import DATASETS, list_datasets, load_dataset
+    from bench.runner import pick_device
+
+    if args.action == "list":
+        for name in list_datasets():
+            print(f"{name:<20}{DATASETS.get(name).card.splitlines()[0]}")
+        return
+    if args.name is None:
+        raise UserError(f"datasets {args.action} needs a dataset name; choose from {', '.join(list_datasets())}")
+    if args.n < 1:
+        raise UserError(f"--n must be >= 1, got {args.n}")
+    from reports.dataset_show import card_text, write_dataset_picture
+
+    dataset = load_dataset(args.name, parse_assignments(args.data, "--data"), args.seed, pick_device(args.device))
+    if args.action == "card":
+        print(card_text(dataset), end="")
+        return
+    path = write_dataset_picture(dataset, args.out / f"{args.name}-seed{args.seed}.png", n=args.n)
+    print(f"{path} (card: {path.with_suffix('.md')})")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
@@ -183,7 +215,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             os.environ[ENV_FLAG] = "1"  # read by the runner, inherited by worker processes
         handlers = {"list": cmd_list, "run": cmd_run, "sweep": cmd_sweep, "perf": cmd_perf,
-                    "report": lambda a: _report(a.out), "explain": cmd_explain}
+                    "report": lambda a: _report(a.out), "explain": cmd_explain,
+                    "datasets": cmd_datasets}
         handlers[args.command](args)
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)

@@ -44,11 +44,15 @@ def test_list(capsys: pytest.CaptureFixture[str], what: str, expected: str) -> N
     (["frobnicate"], "invalid choice"),
     (["perf", "--steps", "0"], "--steps"),
     (["perf", "--explanations", "shap"], "unknown explanation method 'shap'"),
+    (["datasets", "show"], "needs a dataset name"),
+    (["datasets", "show", "nope"], "unknown dataset 'nope'"),
+    (["datasets", "card", "mnist_sc", "--data", "patch_size=9"], "patch_size"),
+    (["datasets", "show", "cmnist_lff", "--data", "conflict_ratio=2"], "conflict_ratio"),
 ])
 def test_bad_input_is_one_line_exit_2_nothing_written(capsys: pytest.CaptureFixture[str], tmp_path: Path,
                                                       args: list[str], needle: str) -> None:
     out_dir = tmp_path / "out"
-    if args[0] in ("run", "sweep"):
+    if args[0] in ("run", "sweep", "datasets"):
         args = [*args, "--out", str(out_dir)]
     code, _, err = run_cli(capsys, *args)
     assert code == 2
@@ -113,3 +117,15 @@ def test_cuda_graphs_flag_is_opt_in(capsys: pytest.CaptureFixture[str], tmp_path
                          "--hp", "epochs=1", "--hp", "batch_size=64", "--data", "train_size=128", "--data",
                          "val_size=64", "--data", "test_size=64", "--out", str(tmp_path), "--quiet", "--device", "cpu")
     assert code == 0 and cudagraph.enabled()
+
+
+def test_datasets_list_card_and_show(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    code, out, _ = run_cli(capsys, "datasets", "list")
+    assert code == 0 and "cmnist_lff" in out and "mnist_background" in out
+    small = ["--data", "train_size=64", "--data", "val_size=32", "--data", "test_size=32"]
+    code, out, _ = run_cli(capsys, "datasets", "card", "mnist_sc", *small)
+    assert code == 0 and "| shift | 32 | 0 | 32 | 0 |" in out
+    code, out, _ = run_cli(capsys, "datasets", "show", "mnist_sc", *small, "--n", "4", "--out", str(tmp_path))
+    picture = tmp_path / "mnist_sc-seed0.png"
+    assert code == 0 and str(picture) in out
+    assert picture.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and picture.with_suffix(".md").exists()
