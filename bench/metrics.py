@@ -52,11 +52,12 @@ def add_gaps(metrics: dict[str, float]) -> dict[str, float]:
 def evaluate(predict: Callable[[Tensor], Tensor], dataset: BiasedDataset, batch_size: int,
              splits: list[str], teacher_preds: dict[str, Tensor] | None = None,
              view: str = "x") -> dict[str, float]:
-    """Metrics of ``predict`` on ``splits`` (a model in eval mode)."""
+    """Metrics of ``predict`` on ``splits`` (a model in eval mode), fed ``view`` where a split has it, else ``x``
+    (a teacher trained on debiased images is measured on the debiased test images where the dataset has them)."""
     metrics: dict[str, float] = {}
     for name in splits:
         split = dataset.splits[name]
-        preds = predict_split(predict, split, batch_size, view if name == "val" else "x")
+        preds = predict_split(predict, split, batch_size, view if getattr(split, view) is not None else "x")
         metrics.update(split_metrics(name, split, preds, dataset.group_names,
                                      None if teacher_preds is None else teacher_preds.get(name)))
     return add_gaps(metrics)

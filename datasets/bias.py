@@ -29,6 +29,14 @@ def block_bias(y: Tensor, num_bias: int, aligned_fraction: float) -> Tensor:
     return bias
 
 
+def shuffled_block_bias(y: Tensor, num_bias: int, aligned_fraction: float, gen: torch.Generator) -> Tensor:
+    """``block_bias`` applied in a random order, so that the conflicting samples are random ones."""
+    order = torch.randperm(len(y), generator=gen)
+    bias = torch.empty_like(y)
+    bias[order] = block_bias(y[order], num_bias, aligned_fraction)
+    return bias
+
+
 def random_other(y: Tensor, num_values: int, gen: torch.Generator) -> Tensor:
     """For each sample, a value uniformly chosen among the ``num_values − 1`` values other than ``y``."""
     return (y + torch.randint(1, num_values, y.shape, generator=gen)) % num_values

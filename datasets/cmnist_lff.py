@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from bench.data import BiasedDataset, Split, register_dataset
-from datasets.bias import ALIGNED_GROUPS, aligned_group, block_bias
+from datasets.bias import ALIGNED_GROUPS, aligned_group, shuffled_block_bias
 from datasets.digits import SMALL_DIGITS, DigitSource, digit_pools
 
 NUM_CLASSES = 10
@@ -88,14 +88,6 @@ def jittered(bias: Tensor, std: float, gen: torch.Generator) -> Tensor:
     return (palette[bias] + std * torch.randn(len(bias), 3, generator=gen)).clamp(0, 1)
 
 
-def shuffled_block_bias(y: Tensor, aligned_fraction: float, gen: torch.Generator) -> Tensor:
-    """LfF's block rule applied in a random order (so the conflicting samples are random ones)."""
-    order = torch.randperm(len(y), generator=gen)
-    bias = torch.empty_like(y)
-    bias[order] = block_bias(y[order], NUM_CLASSES, aligned_fraction)
-    return bias
-
-
 def make_split(digits: Tensor, y: Tensor, bias: Tensor, cfg: CMNISTLfF.Config, gen: torch.Generator,
                device: torch.device, debiased: bool = False) -> Split:
     random_colours = torch.rand(len(y), 3, generator=gen) if debiased else None
@@ -110,19 +102,23 @@ def build_cmnist_lff(cfg: CMNISTLfF.Config, device: torch.device, seed: int) -> 
     gen = torch.Generator().manual_seed(seed)
     pools = digit_pools(cfg, gen)
     aligned = 1.0 - cfg.conflict_ratio
+
+    def assign(y: Tensor, fraction: float) -> Tensor:
+        return shuffled_block_bias(y, NUM_CLASSES, fraction, gen)
+
     (train_x, train_y), (val_x, val_y), (test_x, test_y) = pools.train, pools.val, pools.test
-    unbiased_bias = shuffled_block_bias(test_y, 1.0 / NUM_CLASSES, gen)
+    unbiased_bias = assign(test_y, 1.0 / NUM_CLASSES)
     unbiased = make_split(test_x, test_y, unbiased_bias, cfg, gen, device)
     conflicting = (unbiased_bias != test_y).nonzero().flatten().to(device)
     splits = {
-        "train": make_split(train_x, train_y, shuffled_block_bias(train_y, aligned, gen), cfg, gen, device, True),
-        "val": make_split(val_x, val_y, shuffled_block_bias(val_y, aligned, gen), cfg, gen, device, True),
-        "iid": make_split(test_x, test_y, shuffled_block_bias(test_y, aligned, gen), cfg, gen, device),
+        "train": make_split(train_x, train_y, assign(train_y, aligned), cfg, gen, device, True),
+        "val": make_split(val_x, val_y, assign(val_y, aligned), cfg, gen, device, True),
+        "iid": make_split(test_x, test_y, assign(test_y, aligned), cfg, gen, device),
         "unbiased": unbiased,
         "conflicting": unbiased.map(lambda t: t[conflicting]),
     }
     return BiasedDataset(
-        name="cmnist_lff", splits=splits, num_classes=NUM_CLASSES, class_names=[str(k) for k in range(10)],
+        name="cmnist_lff", splits=splits, num_classes=NUM_CLASSES, class_names=cfg.class_names(),
         bias_kind="foreground colour", bias_strength=aligned, split_descriptions=dict(SPLIT_DESCRIPTIONS),
         group_names=dict(ALIGNED_GROUPS), teacher_view="x", card=CARD,
     )

@@ -11,16 +11,20 @@ from torch import Tensor
 from bench.data import Split
 from bench.errors import UserError
 from datasets.bias import bernoulli_bias, random_other
+from datasets.image_sources import FASHION_CLASSES, fashion_mnist_fingerprint, load_fashion_mnist
 from datasets.mnist_source import SOURCES, load_mnist, source_fingerprint
 
 TRAIN_POOL, TEST_POOL = 60000, 10000
+DIGIT_SOURCES = (*SOURCES, "fashion_mnist")  # fashion_mnist: a user's Fashion-MNIST files in place of the digits
 STROKE_THRESHOLD = 127  # pixel > 127 (intensity > 0.5) is stroke: the digit's mask
 
 
 @dataclass
 class DigitSource:
     """Where the digits come from and how many go to each split (train and val from MNIST's training
-    set, shuffled per seed; test splits from MNIST's test set)."""
+    set, shuffled per seed; test splits from MNIST's test set). ``source``: ``embedded`` (the MNIST copy in
+    the project), ``torchvision`` (a user's MNIST files under ``root``/MNIST/raw) or ``fashion_mnist`` (a
+    user's Fashion-MNIST files under ``root``/FashionMNIST/raw, same format and sizes)."""
 
     source: str = "embedded"
     root: str | None = None
@@ -30,12 +34,12 @@ class DigitSource:
     test_size: int = 10000
 
     def __post_init__(self) -> None:
-        if self.source not in SOURCES:
-            raise ValueError(f"source must be one of {', '.join(SOURCES)}, got {self.source!r}")
-        if self.source == "torchvision" and not self.root:
-            raise ValueError("source=torchvision needs root=<folder holding MNIST/raw>")
-        if self.download and self.source != "torchvision":
-            raise ValueError("download=true only applies to source=torchvision")
+        if self.source not in DIGIT_SOURCES:
+            raise ValueError(f"source must be one of {', '.join(DIGIT_SOURCES)}, got {self.source!r}")
+        if self.source != "embedded" and not self.root:
+            raise ValueError(f"source={self.source} needs root=<folder holding MNIST/raw or FashionMNIST/raw>")
+        if self.download and self.source == "embedded":
+            raise ValueError("download=true only applies to source=torchvision or fashion_mnist")
         for name in ("train_size", "val_size", "test_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
@@ -46,7 +50,17 @@ class DigitSource:
             raise ValueError(f"test_size must be at most {TEST_POOL}, got {self.test_size}")
 
     def fingerprint(self) -> str:
+        if self.source == "fashion_mnist":
+            return fashion_mnist_fingerprint(str(self.root))
         return source_fingerprint(self.source, self.root)
+
+    def class_names(self) -> list[str]:
+        return list(FASHION_CLASSES) if self.source == "fashion_mnist" else [str(k) for k in range(10)]
+
+    def load(self) -> dict[str, Tensor]:
+        if self.source == "fashion_mnist":
+            return load_fashion_mnist(str(self.root), self.download)
+        return load_mnist(self.source, self.root, self.download)
 
 
 @dataclass
@@ -64,7 +78,7 @@ SMALL_DIGITS = {"train_size": 512, "val_size": 256, "test_size": 256}  # contrac
 def digit_pools(cfg: DigitSource, gen: torch.Generator) -> DigitPools:
     """Shuffle MNIST's training set with ``gen`` and cut train and val from it; the test part is MNIST's
     test set in its own order."""
-    mnist = load_mnist(cfg.source, cfg.root, cfg.download)
+    mnist = cfg.load()
     pool, test_n = mnist["train_images"].shape[0], mnist["test_images"].shape[0]
     if cfg.train_size + cfg.val_size > pool or cfg.test_size > test_n:
         raise UserError(f"MNIST ({cfg.source}) has {pool} train / {test_n} test images, too few for "

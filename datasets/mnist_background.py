@@ -67,7 +67,7 @@ class MNISTBackground:
         device = torch.device(device)
         splits = shortcut_splits(cfg, cfg.strength, seed, device, Renderer(cfg.amplitude))
         return BiasedDataset(
-            name="mnist_background", splits=splits, num_classes=NUM_CLASSES, class_names=[str(k) for k in range(10)],
+            name="mnist_background", splits=splits, num_classes=NUM_CLASSES, class_names=cfg.class_names(),
             bias_kind="background pattern", bias_strength=float(cfg.strength),
             split_descriptions=dict(SHORTCUT_SPLITS), group_names=dict(SHORTCUT_GROUPS), teacher_view="x", card=CARD,
         )

@@ -138,3 +138,18 @@ def test_mnist_background_mask_is_the_digit_and_ood_has_no_pattern() -> None:
     assert torch.equal(iid.x[:, 0][full], grey[full])
     assert torch.equal(iid.mask, ood.mask)
     assert float((iid.x[:, 0][~iid.mask[:, 0]] > 0).float().mean()) > 0.5  # the background is patterned
+
+
+def test_fashion_mnist_files_replace_the_digits(tmp_path) -> None:
+    from tests.test_image_sources import write_fashion
+
+    arrays = write_fashion(tmp_path)
+    n_train, n_test = len(arrays["train_labels"]), len(arrays["test_labels"])
+    params = {"source": "fashion_mnist", "root": str(tmp_path), "train_size": n_train - 2, "val_size": 2,
+              "test_size": n_test}
+    ds = load_dataset("mnist_sc", params, 0)
+    assert ds.class_names[0] == "T-shirt/top"
+    ood = ds.splits["ood"]  # no patch: the user's images as they are
+    assert torch.equal(ood.x[:, 0], torch.from_numpy(arrays["test_images"]))
+    with pytest.raises(Exception, match="needs root"):
+        load_dataset("mnist_sc", {"source": "fashion_mnist"}, 0)
