@@ -10,15 +10,16 @@ from torch import Tensor
 from bench.data import BiasedDataset, Split, register_dataset
 from datasets.pasted import MASK_THRESHOLD, Placement, SpriteClasses, scene_ids, to_uint8
 from datasets.scenes import render_scenes
-from datasets.sprites import composite, jitter_colour, place_sprites, random_placements, sprites_in_group
+from datasets.sprites import composite, jitter_colour, place_sprites, random_placements
 
 CLASSES = ("dog_a", "dog_b")  # stand-ins for the paper's Tibetan Mastiff and Pekingese
+CLASS_SPRITES = (("dog_dog", "dog_guide_dog"), ("dog_poodle",))
 NECKTIE, BOW_TIE, NO_TIE = 0, 1, 2  # bias ids; in training class k wears tie k
 TIE_COLOURS = ((0.82, 0.06, 0.10), (0.50, 0.08, 0.62))  # red necktie, purple bow tie
 BACKGROUNDS = ("grass_field", "orchard", "broadleaf_forest", "lake")  # independent of the class
 # Where each dog sprite's tie goes, in the sprite's square coordinates ([-1, 1], y down): under the chin,
 # read off the rendered sprites. The tie turns, flips and scales with the dog.
-TIE_ANCHORS = {"dogA_dog": (-0.19, 0.17), "dogA_guide_dog": (-0.31, -0.22), "dogB_poodle": (-0.34, -0.10)}
+TIE_ANCHORS = {"dog_dog": (-0.19, 0.17), "dog_guide_dog": (-0.31, -0.22), "dog_poodle": (-0.34, -0.10)}
 TIE_SCALE = (0.42, 0.34)  # tie side relative to the dog's side: necktie, bow tie
 TIE_DROP = (0.36, 0.0)  # necktie: its centre hangs below the anchor so that the knot sits at it (dog units)
 GROUPS = {0: "bias-aligned", 1: "bias-conflicting", 2: "no tie"}
@@ -132,7 +133,7 @@ def tie_placements(dog: dict[str, Tensor], anchors: Tensor, ties: Tensor) -> dic
 
 def build_dogs_with_ties(cfg: DogsWithTies.Config, device: torch.device, seed: int) -> BiasedDataset:
     gen = torch.Generator().manual_seed(seed)
-    groups = [sprites_in_group(c) for c in CLASSES]
+    groups = [list(names) for names in CLASS_SPRITES]
     dogs = SpriteClasses(groups, cfg.size, device)
     anchors = torch.tensor([TIE_ANCHORS[name] for group in groups for name in group])
     ties_bank = tie_bank(cfg.size).to(device)

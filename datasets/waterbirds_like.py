@@ -104,7 +104,8 @@ def scene_of_place(places: Tensor, gen: torch.Generator) -> Tensor:
 
 def build_waterbirds_like(cfg: WaterbirdsLike.Config, device: torch.device, seed: int) -> BiasedDataset:
     gen = torch.Generator().manual_seed(seed)
-    sprites = SpriteClasses([sprites_in_group(c) for c in CLASSES], cfg.size, device)
+    landbirds = sprites_in_group("bird") + sprites_in_group("landbird")
+    sprites = SpriteClasses([landbirds, sprites_in_group("waterbird")], cfg.size, device)
     placement = Placement(scale_range=(0.45, 0.75))
     splits = {}
     for name, n in (("train", cfg.train_size), ("val", cfg.val_size), ("test", cfg.test_size)):

@@ -53,11 +53,7 @@ SPRITES: dict[str, tuple[str, str]] = {
     "bus_bus": ("bus", "U+1F68C"),
     "bus_trolleybus": ("bus", "U+1F68E"),
     "bus_minibus": ("bus", "U+1F690"),
-    # Waterbirds-style foregrounds
-    "landbird_bird": ("landbird", "U+1F426"),
-    "landbird_eagle": ("landbird", "U+1F985"),
-    "landbird_dove": ("landbird", "U+1F54A U+FE0F"),
-    "landbird_parrot": ("landbird", "U+1F99C"),
+    # Waterbirds-style foregrounds (landbirds are the "bird" group plus these)
     "landbird_owl": ("landbird", "U+1F989"),
     "landbird_rooster": ("landbird", "U+1F413"),
     "landbird_turkey": ("landbird", "U+1F983"),
@@ -66,11 +62,17 @@ SPRITES: dict[str, tuple[str, str]] = {
     "waterbird_swan": ("waterbird", "U+1F9A2"),
     "waterbird_flamingo": ("waterbird", "U+1F9A9"),
     "waterbird_penguin": ("waterbird", "U+1F427"),
-    # DogsWithTies-style: two "breeds" and an accessory
-    "dogA_dog": ("dog_a", "U+1F415"),
-    "dogA_guide_dog": ("dog_a", "U+1F9AE"),
-    "dogB_poodle": ("dog_b", "U+1F429"),
+    # an accessory (the DogsWithTies family draws its ties itself; its dogs are the "dog" group)
     "tie_bow": ("tie", "U+1F380"),
+    # the remaining CIFAR-10 classes, for the sprite version of corrupted_objects
+    "car_automobile": ("car", "U+1F697"),
+    "car_sport_utility_vehicle": ("car", "U+1F699"),
+    "car_taxi": ("car", "U+1F695"),
+    "car_police_car": ("car", "U+1F693"),
+    "cat_cat": ("cat", "U+1F408"),
+    "cat_black_cat": ("cat", "U+1F408 U+200D U+2B1B"),
+    "deer_deer": ("deer", "U+1F98C"),
+    "frog_frog": ("frog", "U+1F438"),
 }
 
 _JOINERS = {0xFE0F, 0x200D}  # variation selector 16 and zero-width joiner: no glyph of their own
