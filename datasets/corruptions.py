@@ -74,15 +74,22 @@ def pixelate(x: Tensor, level: int, gen: torch.Generator) -> Tensor:
 
 
 def jpeg(x: Tensor, level: int, gen: torch.Generator) -> Tensor:
-    """Real JPEG compression (torchvision's libjpeg) at quality 80 / 65 / 58 / 50 / 40."""
-    from torchvision.io import decode_jpeg, encode_jpeg
+    """Real JPEG compression (Pillow's libjpeg) at quality 80 / 65 / 58 / 50 / 40, one image at a time."""
+    import io
+
+    import numpy as np
+    from PIL import Image
 
     quality = int(_pick(level, (80, 65, 58, 50, 40)))
-    if len(x) == 0:
+    pixels = x.mul(255).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+    decoded = []
+    for image in pixels:
+        buffer = io.BytesIO()
+        Image.fromarray(image).save(buffer, format="JPEG", quality=quality)
+        decoded.append(np.asarray(Image.open(buffer).convert("RGB")))
+    if not decoded:
         return x
-    images = list(x.mul(255).round().clamp(0, 255).to(torch.uint8).cpu())
-    decoded = decode_jpeg(encode_jpeg(images, quality=quality))
-    return torch.stack(decoded).to(x.device).float().div(255)
+    return torch.from_numpy(np.stack(decoded)).permute(0, 3, 1, 2).to(x.device).float().div(255)
 
 
 def fog(x: Tensor, level: int, gen: torch.Generator) -> Tensor:
