@@ -169,6 +169,19 @@ def dataset_config(name: str, params: dict[str, Any] | None = None) -> Any:
     return build_dataclass(family.Config, dict(params or {}), f"{name} option")
 
 
+def generator_code_fingerprint() -> str:
+    """A hash of the dataset generators' code (every ``datasets/*.py`` and the sprite manifest): editing a
+    generator invalidates cached datasets even when nobody bumps its ``version``."""
+    import hashlib
+
+    root = Path(__file__).resolve().parent.parent / "datasets"
+    digest = hashlib.sha256()
+    for path in sorted([*root.glob("*.py"), root / "assets" / "sprites" / "manifest.json"]):
+        if path.exists():
+            digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
 def default_cache_dir() -> Path:
     return Path(os.environ.get("BENCH_CACHE", Path(__file__).resolve().parent.parent / "results" / "cache"))
 
@@ -185,7 +198,7 @@ def load_dataset(
     cfg = dataset_config(name, params)
     fingerprint = family.fingerprint(cfg) if hasattr(family, "fingerprint") else ""
     key = config_hash({"name": name, "version": family.version, "cfg": dataclasses.asdict(cfg), "seed": seed,
-                       "source": fingerprint})
+                       "source": fingerprint, "code": generator_code_fingerprint()})
     path = (cache_dir or default_cache_dir()) / "datasets" / f"{name}-{key}.pt"
     device = torch.device(device)
     if path.exists():

@@ -19,6 +19,12 @@ SUITE_DIR = Path(__file__).resolve().parent / "suites"
 class DatasetEntry:
     name: str
     params: dict[str, Any] = field(default_factory=dict)
+    hparams: dict[str, dict[str, Any]] = field(default_factory=dict)  # per-method overrides on this dataset
+
+    def method_hparams(self, suite_hparams: dict[str, dict[str, Any]], method: str) -> dict[str, Any] | None:
+        """The suite's overrides of ``method``, updated with this dataset's."""
+        merged = {**suite_hparams.get(method, {}), **self.hparams.get(method, {})}
+        return merged or None
 
 
 @dataclass(frozen=True)
@@ -38,8 +44,8 @@ class Suite:
             raise UserError(f"--seeds must be >= 1, got {n_seeds}")
         configs = [
             make_run_config(method, entry.name, protocol or self.protocol, seed,
-                            hparams=self.hparams.get(method), dataset_params=entry.params,
-                            teacher_hparams=self.hparams.get(TEACHER_METHOD))
+                            hparams=entry.method_hparams(self.hparams, method), dataset_params=entry.params,
+                            teacher_hparams=entry.method_hparams(self.hparams, TEACHER_METHOD))
             for entry in self.datasets for method in self.methods for seed in range(n_seeds)
         ]
         teachers = {RunConfig.from_dict(c.teacher).run_id: RunConfig.from_dict(c.teacher)
@@ -68,12 +74,16 @@ def get_suite(name: str) -> Suite:
     return SUITES.get(name)
 
 
+def _dataset_entry(raw: dict[str, Any]) -> DatasetEntry:
+    hparams = {method: dict(values) for method, values in (raw.get("hparams") or {}).items()}
+    return DatasetEntry(raw["name"], dict(raw.get("params") or {}), hparams)
+
+
 def suite_from_yaml(path: Path) -> Suite:
     try:
         raw = yaml.safe_load(path.read_text())
         datasets = tuple(
-            DatasetEntry(d) if isinstance(d, str) else DatasetEntry(d["name"], dict(d.get("params") or {}))
-            for d in raw["datasets"]
+            DatasetEntry(d) if isinstance(d, str) else _dataset_entry(d) for d in raw["datasets"]
         )
         return Suite(name=raw["name"], description=raw.get("description", ""), protocol=raw["protocol"],
                      methods=tuple(raw["methods"]), datasets=datasets, seeds=int(raw.get("seeds", 1)),

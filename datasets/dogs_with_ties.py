@@ -27,7 +27,8 @@ GROUPS = {0: "bias-aligned", 1: "bias-conflicting", 2: "no tie"}
 CARD = """\
 DOGS WITH TIES (foreground shortcut; the DogsWithTies design of the explanation-distillation paper,
 Bassi et al. 2024). Two dog classes (dog_a: the emoji dog and guide dog; dog_b: the poodle; stand-ins for
-Tibetan Mastiff and Pekingese) pasted at random scale (55-80 % of the side), position, rotation, flip and
+Tibetan Mastiff and Pekingese), recoloured in a random fur colour drawn alike for both classes (shape,
+not colour, tells them apart), pasted at random scale (55-80 % of the side), position, rotation, flip and
 colour jitter on class-independent procedural scenes (grass field, orchard, broadleaf forest, lake).
 Every dog_a in train, val and iid wears a red necktie and every dog_b a purple bow tie, drawn at the
 dog's neck (a per-sprite anchor under the chin) and turned, flipped and scaled with the dog. Splits: train
@@ -52,7 +53,7 @@ SPLIT_DESCRIPTIONS = {
 class DogsWithTies:
     """DogsWithTies built offline (see ``card``)."""
 
-    version = "1"
+    version = "2"
     card = CARD
     test_options = {"per_class_train": 10, "per_class_val": 4, "per_class_test": 6, "size": 48}
 
@@ -117,6 +118,14 @@ def tie_bank(size: int, supersample: int = 4) -> Tensor:
     return torch.stack(bank)
 
 
+def fur_tint(rgb: Tensor, gen: torch.Generator) -> Tensor:
+    """The dog's shading (grey level) in a random fur colour, drawn the same way for both classes, so that
+    colour tells the classes apart no more than it tells breeds apart in photos: shape is the real cue."""
+    grey = 0.299 * rgb[:, :1] + 0.587 * rgb[:, 1:2] + 0.114 * rgb[:, 2:]
+    fur = (0.45 + 0.55 * torch.rand(len(rgb), 3, generator=gen)).to(rgb.device)[:, :, None, None]
+    return (1.15 * grey * fur).clamp(0, 1)
+
+
 def tie_placements(dog: dict[str, Tensor], anchors: Tensor, ties: Tensor) -> dict[str, Tensor]:
     """Place each tie at its dog's anchor: canvas point = centre + scale · R(angle) · F · q for a sprite point
     q (the inverse of ``place_sprites``' mapping), the tie scaled and turned with the dog."""
@@ -149,7 +158,7 @@ def build_dogs_with_ties(cfg: DogsWithTies.Config, device: torch.device, seed: i
         dog_where = random_placements(len(y), gen, scale_range=placement.scale_range, max_shift=placement.max_shift,
                                       max_angle_deg=placement.max_angle_deg)
         dog_rgb, dog_alpha = place_sprites(dogs.bank, rows.to(device), cfg.size, **dog_where)
-        dog_rgb = jitter_colour(dog_rgb, gen, placement.colour_jitter, weight=dog_alpha)
+        dog_rgb = fur_tint(jitter_colour(dog_rgb, gen, placement.colour_jitter, weight=dog_alpha), gen)
         scenes = background_ids[torch.randint(0, len(BACKGROUNDS), y.shape, generator=gen)]
         dog_scene = composite(render_scenes(scenes, cfg.size, gen, device), dog_rgb, dog_alpha)
         out = {}

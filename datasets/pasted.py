@@ -93,7 +93,7 @@ def render_versions(sprites: SpriteClasses, rows: Tensor, versions: dict[str, Te
             torch.cat(noisy) if debiased else None)
 
 
-def make_split(x: Tensor, y: Tensor, bias: Tensor, group: Tensor, mask: Tensor, device: torch.device,
+def make_split(x: Tensor, y: Tensor, bias: Tensor, group: Tensor, mask: Tensor | None, device: torch.device,
                x_debiased: Tensor | None = None) -> Split:
     return Split(x=x, y=y.to(device), bias=bias.to(device), group=group.to(device), mask=mask,
                  x_debiased=x_debiased)

@@ -8,10 +8,12 @@ import torch
 from torch import Tensor
 
 from bench.data import BiasedDataset, register_dataset
+from datasets.image_sources import load_waterbirds, waterbirds_fingerprint
 from datasets.pasted import Placement, SpriteClasses, make_split, render_versions, scene_ids
 from datasets.sprites import sprites_in_group
 
 CLASSES = ("landbird", "waterbird")
+SOURCES = ("sprites", "files")  # files: a user's Waterbirds (metadata.csv layout) under root
 PLACES = ("land", "water")
 PLACE_SCENES = (("bamboo_forest", "broadleaf_forest"), ("ocean", "lake"))  # as in Waterbirds
 GROUPS = {0: "landbird on land", 1: "landbird on water", 2: "waterbird on land", 3: "waterbird on water"}
@@ -19,9 +21,9 @@ GROUPS = {0: "landbird on land", 1: "landbird on water", 2: "waterbird on land",
 CARD = """\
 WATERBIRDS-LIKE (background shortcut with minority groups; the Waterbirds design of Sagawa et al. 2020,
 as used by e2KD and ULE). Two classes: landbird (8 emoji sprites: bird, dove, eagle, owl, parrot, peacock,
-rooster, turkey) and waterbird (duck, flamingo, penguin, swan), pasted at random scale, position,
-rotation, flip and colour jitter on procedural scene textures: land = bamboo forest or broadleaf forest,
-water = ocean or lake (Waterbirds' Places categories). Training: a bird sits on its own kind of place with
+rooster, turkey) and waterbird (duck, flamingo, penguin, swan), pasted at random scale (30-50 % of the
+side), position, rotation, flip and colour jitter on procedural scene textures: land = bamboo forest or
+broadleaf forest, water = ocean or lake (Waterbirds' Places categories). Training: a bird sits on its own kind of place with
 probability `strength` (0.95 = Waterbirds; 1.0 = Waterbirds-100) and waterbirds are a minority
 (`waterbird_fraction`, 0.232 as in Waterbirds' 3,682 / 1,113 training split). Validation and test: the
 same class balance, each class half on land and half on water (Waterbirds' rule), so the minority groups
@@ -45,12 +47,14 @@ SPLIT_DESCRIPTIONS = {
 class WaterbirdsLike:
     """Waterbirds built offline (see ``card``)."""
 
-    version = "1"
+    version = "2"
     card = CARD
     test_options = {"train_size": 96, "val_size": 48, "test_size": 48, "size": 32}
 
     @dataclass
     class Config:
+        source: str = "sprites"
+        root: str | None = None
         strength: float = 0.95
         waterbird_fraction: float = 0.232
         size: int = 64
@@ -59,6 +63,10 @@ class WaterbirdsLike:
         test_size: int = 5794
 
         def __post_init__(self) -> None:
+            if self.source not in SOURCES:
+                raise ValueError(f"source must be one of {', '.join(SOURCES)}, got {self.source!r}")
+            if self.source == "files" and not self.root:
+                raise ValueError("source=files needs root=<folder holding Waterbirds' metadata.csv>")
             if not 0.5 <= self.strength <= 1.0:
                 raise ValueError(f"strength must be in [0.5, 1], got {self.strength}")
             if not 0.0 < self.waterbird_fraction < 1.0:
@@ -70,7 +78,13 @@ class WaterbirdsLike:
                     raise ValueError(f"{name} must be at least 4, got {getattr(self, name)}")
 
     @staticmethod
+    def fingerprint(cfg: WaterbirdsLike.Config) -> str:
+        return waterbirds_fingerprint(str(cfg.root)) if cfg.source == "files" else "sprites"
+
+    @staticmethod
     def build(cfg: WaterbirdsLike.Config, device: torch.device | str, seed: int) -> BiasedDataset:
+        if cfg.source == "files":
+            return build_from_files(cfg, torch.device(device))
         return build_waterbirds_like(cfg, torch.device(device), seed)
 
 
@@ -106,7 +120,7 @@ def build_waterbirds_like(cfg: WaterbirdsLike.Config, device: torch.device, seed
     gen = torch.Generator().manual_seed(seed)
     landbirds = sprites_in_group("bird") + sprites_in_group("landbird")
     sprites = SpriteClasses([landbirds, sprites_in_group("waterbird")], cfg.size, device)
-    placement = Placement(scale_range=(0.45, 0.75))
+    placement = Placement(scale_range=(0.3, 0.5), colour_jitter=0.35)
     splits = {}
     for name, n in (("train", cfg.train_size), ("val", cfg.val_size), ("test", cfg.test_size)):
         y = bird_labels(n, cfg.waterbird_fraction, gen)
@@ -118,4 +132,20 @@ def build_waterbirds_like(cfg: WaterbirdsLike.Config, device: torch.device, seed
         name="waterbirds_like", splits=splits, num_classes=2, class_names=list(CLASSES),
         bias_kind="background place", bias_strength=float(cfg.strength), split_descriptions=dict(SPLIT_DESCRIPTIONS),
         group_names=dict(GROUPS), teacher_view="x", card=CARD,
+    )
+
+
+def build_from_files(cfg: WaterbirdsLike.Config, device: torch.device) -> BiasedDataset:
+    """The real Waterbirds from a user's files: its own splits and groups, images resized to ``size``; no
+    masks or debiased view (Waterbirds ships neither); strength and counts are the files'."""
+    data = load_waterbirds(str(cfg.root), cfg.size)
+    splits = {name: make_split(part["images"].to(device), part["y"], part["place"], 2 * part["y"] + part["place"],
+                               None, device) for name, part in data.items()}
+    train = splits["train"]
+    strength = float((train.bias == train.y).float().mean()) if len(train) else 0.0
+    return BiasedDataset(
+        name="waterbirds_like", splits=splits, num_classes=2, class_names=list(CLASSES),
+        bias_kind="background place", bias_strength=strength, split_descriptions=dict(SPLIT_DESCRIPTIONS),
+        group_names=dict(GROUPS), teacher_view="x",
+        card=CARD + "\nBuilt from the user's Waterbirds files (source=files): CUB birds on Places scenes.",
     )

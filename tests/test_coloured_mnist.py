@@ -266,3 +266,13 @@ def test_replacing_user_files_invalidates_the_cache(tmp_path: Path) -> None:
     second = load_dataset("coloured_mnist", params, seed=0, cache_dir=tmp_path / "cache")
     assert not torch.equal(first.splits["iid"].x, second.splits["iid"].x)
     assert len(list((tmp_path / "cache" / "datasets").glob("*.pt"))) == 2
+
+
+def test_editing_a_generator_invalidates_the_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import bench.data as data
+
+    params = {"train_size": "64", "val_size": "32", "test_size": "32"}
+    load_dataset("coloured_mnist", params, seed=0, cache_dir=tmp_path)
+    monkeypatch.setattr(data, "generator_code_fingerprint", lambda: "edited")
+    load_dataset("coloured_mnist", params, seed=0, cache_dir=tmp_path)
+    assert len(list((tmp_path / "datasets").glob("coloured_mnist-*.pt"))) == 2

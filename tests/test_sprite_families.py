@@ -110,3 +110,16 @@ def test_tie_mask_is_the_drawn_tie_in_its_colour(dogs: BiasedDataset) -> None:
             assert int(torch.cdist(mean[None], torch.tensor(TIE_COLOURS)).argmin()) == tie, (name, tie)
             assert torch.allclose(mean, torch.tensor(TIE_COLOURS[tie]), atol=0.2), (name, tie)
 
+
+
+def test_waterbirds_files_replace_the_sprites(tmp_path) -> None:
+    from tests.test_image_sources import write_waterbirds
+
+    write_waterbirds(tmp_path)
+    ds = build("waterbirds_like", source="files", root=str(tmp_path), size=16)
+    assert [len(ds.splits[s]) for s in ("train", "val", "test")] == [3, 1, 3]
+    train = ds.splits["train"]
+    assert torch.equal(train.group, 2 * train.y + train.bias) and train.mask is None
+    assert ds.splits["test"].x.shape[1:] == (3, 16, 16)
+    with pytest.raises(Exception, match="needs root"):
+        build("waterbirds_like", source="files")
