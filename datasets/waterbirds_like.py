@@ -23,8 +23,8 @@ WATERBIRDS-LIKE (background shortcut with minority groups; the Waterbirds design
 as used by e2KD and ULE). Two classes: landbird (8 emoji sprites: bird, dove, eagle, owl, parrot, peacock,
 rooster, turkey) and waterbird (duck, flamingo, penguin, swan), pasted at random scale (30-50 % of the
 side), position, rotation, flip and colour jitter on procedural scene textures: land = bamboo forest or
-broadleaf forest, water = ocean or lake (Waterbirds' Places categories). Training: a bird sits on its own kind of place with
-probability `strength` (0.95 = Waterbirds; 1.0 = Waterbirds-100) and waterbirds are a minority
+broadleaf forest, water = ocean or lake (Waterbirds' Places categories). Training: a bird sits on its own
+kind of place with probability `strength` (0.95 = Waterbirds; 1.0 = Waterbirds-100) and waterbirds are a minority
 (`waterbird_fraction`, 0.232 as in Waterbirds' 3,682 / 1,113 training split). Validation and test: the
 same class balance, each class half on land and half on water (Waterbirds' rule), so the minority groups
 (landbird on water, waterbird on land) are a quarter-sized share each. Default counts follow Waterbirds:
