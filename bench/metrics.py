@@ -22,20 +22,24 @@ def predict_split(predict: Callable[[Tensor], Tensor], split: Split, batch_size:
 
 def split_metrics(name: str, split: Split, preds: Tensor, group_names: dict[int, str],
                   teacher_preds: Tensor | None = None) -> dict[str, float]:
-    """Flat metrics ``<split>_acc``, ``<split>_group_acc/<g>``, ``<split>_worst_group_acc``, ``<split>_agreement``."""
+    """Flat metrics ``<split>_acc``, ``<split>_group_acc/<g>``, ``<split>_worst_group_acc``, and with a
+    teacher ``<split>_agreement`` and ``<split>_group_agreement/<g>`` (top-1 agreement, as e²KD reports)."""
     correct = (preds == split.y).float()
+    agree = None if teacher_preds is None else (preds == teacher_preds).float()
     values: dict[str, Tensor] = {f"{name}_acc": correct.mean()}
     groups = torch.unique(split.group).tolist()
     if len(groups) > 1 or group_names:
         group_accs = []
         for g in groups:
             in_group = split.group == g
-            acc = correct[in_group].mean()
-            values[f"{name}_group_acc/{group_names.get(int(g), str(g))}"] = acc
-            group_accs.append(acc)
+            label = group_names.get(int(g), str(g))
+            values[f"{name}_group_acc/{label}"] = correct[in_group].mean()
+            group_accs.append(values[f"{name}_group_acc/{label}"])
+            if agree is not None:
+                values[f"{name}_group_agreement/{label}"] = agree[in_group].mean()
         values[f"{name}_worst_group_acc"] = torch.stack(group_accs).min()
-    if teacher_preds is not None:
-        values[f"{name}_agreement"] = (preds == teacher_preds).float().mean()
+    if agree is not None:
+        values[f"{name}_agreement"] = agree.mean()
     keys = list(values)
     numbers = torch.stack([values[k] for k in keys]).tolist()  # one host sync per split
     return dict(zip(keys, numbers, strict=True))

@@ -26,8 +26,9 @@ class Teacher(Method):
     """Cross-entropy on the debiased view ``x_debiased`` (randomly coloured digits for COLOURED MNIST;
     background replaced by noise for background-bias data), as in Bassi et al. (2024), Section 3.3.1
     and appendix A. The runner trains it once per (dataset, protocol), caches it in the store, reports
-    it as a row (tested on the biased test splits) and hands it, frozen, to every method that needs a
-    teacher. It validates on the debiased view of the validation split."""
+    it as a row (tested on a test split's debiased view where the dataset has one, else on its images)
+    and hands it, frozen, to every method that needs a teacher. It validates on the debiased view of
+    the validation split."""
 
     Hparams = TeacherHparams
     protocols = {"fast": {"epochs": 3, "lr": 5e-2, "weight_decay": 5e-4}}

@@ -375,3 +375,15 @@ def test_target_of_the_wrong_shape_is_refused() -> None:
     x, target = inputs()
     with pytest.raises(ValueError, match="one class index per sample"):
         explain(tiny_resnet(), x, target[:2], "lrp")
+
+
+def test_logits_keep_their_graph_under_create_graph() -> None:
+    model = tiny_resnet().train()
+    x, target = inputs()
+    heatmap, logits, _ = explain_with_logits(model, x, target, "gradcam", create_graph=True)
+    assert logits.requires_grad and heatmap.requires_grad
+    params = [p for p in model.parameters()]
+    from_explain = torch.autograd.grad(logits.sum(), params, retain_graph=True, allow_unused=True)
+    direct = torch.autograd.grad(model(x).sum(), params, allow_unused=True)
+    for a, b in zip(from_explain, direct, strict=True):
+        assert (a is None and b is None) or torch.allclose(a, b)

@@ -37,14 +37,15 @@ def explain(model: nn.Module, x: Tensor, target: Target, method: str, *, create_
 def explain_with_logits(model: nn.Module, x: Tensor, target: Target, method: str, *, create_graph: bool = False,
                         eps: float | Tensor | None = None, layer: nn.Module | str | None = None
                         ) -> tuple[Tensor, Tensor, Tensor]:
-    """As ``explain``, and also the model's logits (detached) and the explained classes, both from the
-    explanation's own forward pass: a frozen teacher is run once per step, not once for its logits and
-    again for its map."""
+    """As ``explain``, and also the model's logits and the explained classes, both from the explanation's
+    own forward pass: a frozen teacher is run once per step, not once for its logits and again for its
+    map, and a student's logits can feed another loss. The logits keep their graph when ``create_graph``
+    (else they are detached); ``target`` callables always receive them detached."""
     explainer: Callable[..., Tensor] = EXPLAINERS.get(method)
     seen: dict[str, Tensor] = {}
 
     def recording(logits: Tensor) -> Tensor:
-        classes = target(logits) if callable(target) else target
+        classes = target(logits.detach()) if callable(target) else target
         if classes.shape != (x.shape[0],):
             raise ValueError(f"target must hold one class index per sample, shape ({x.shape[0]},), "
                              f"got {tuple(classes.shape)}")
@@ -53,4 +54,6 @@ def explain_with_logits(model: nn.Module, x: Tensor, target: Target, method: str
 
     with torch.enable_grad():  # works inside no_grad blocks too (e.g. a frozen teacher's maps)
         heatmap = explainer(model, x, recording, create_graph=create_graph, eps=eps, layer=layer)
-    return (heatmap if create_graph else heatmap.detach()), seen["logits"], seen["target"]
+    if create_graph:
+        return heatmap, seen["logits"], seen["target"]
+    return heatmap.detach(), seen["logits"].detach(), seen["target"]

@@ -24,5 +24,6 @@ def list_explainers() -> list[str]:
 
 
 def resolve_target(logits: Tensor, target: Target) -> Tensor:
-    """Class indices (B,) for ``target`` given the model's logits from the explanation's own forward pass."""
-    return target(logits.detach()) if callable(target) else target
+    """Class indices (B,) for ``target`` given the model's logits from the explanation's own forward pass
+    (a callable target receives the logits as they are; ``explain`` detaches them for user callables)."""
+    return target(logits) if callable(target) else target
