@@ -59,6 +59,7 @@ class Split:
             group=self.group[index],
             mask=None if self.mask is None else self.mask[index],
             x_debiased=None if debiased is None else to_float_images(debiased[index]),
+            index=index,
         )
 
 
@@ -72,6 +73,10 @@ class Batch:
     group: Tensor
     mask: Tensor | None = None
     x_debiased: Tensor | None = None
+    index: Tensor | None = None  # positions of the samples in their split (for per-sample stored values)
+
+    def tensors(self) -> dict[str, Tensor | None]:
+        return {k: getattr(self, k) for k in (*TENSOR_FIELDS, "index")}
 
     def view(self, name: str) -> Tensor:
         """The images of view ``name`` ("x" or "x_debiased")."""
@@ -81,13 +86,10 @@ class Batch:
                             "train_views does not list it")
         return images
 
-    def tensors(self) -> dict[str, Tensor | None]:
-        return {k: getattr(self, k) for k in TENSOR_FIELDS}
-
     def map(self, fn: Callable[[Tensor], Tensor]) -> Batch:
         """The batch with ``fn`` applied to every tensor it has."""
         return Batch(x=fn(self.x), y=fn(self.y), bias=fn(self.bias), group=fn(self.group),
-                     mask=_apply(fn, self.mask), x_debiased=_apply(fn, self.x_debiased))
+                     mask=_apply(fn, self.mask), x_debiased=_apply(fn, self.x_debiased), index=_apply(fn, self.index))
 
 
 def _apply(fn: Callable[[Tensor], Tensor], tensor: Tensor | None) -> Tensor | None:

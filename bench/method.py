@@ -8,7 +8,8 @@ A method file defines one class, decorated with ``@register_method("name")``, wi
   (e.g. ``{"fast": {"epochs": 2}}``);
 - ``requires``: its supervision budget (subset of ``SUPERVISION``);
 - ``build()``, ``step(batch) -> dict of scalar tensors`` (no host sync), ``predict(x) -> logits``,
-  optionally ``val_loss(batch)`` (the validation objective used for IID-validation selection).
+  optionally ``val_loss(batch)`` (the validation objective used for IID-validation selection) and
+  ``on_epoch_start(epoch)`` (schedules, whole-training-set stages).
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from bench.config import build_dataclass
-from bench.data import Batch
+from bench.data import Batch, BiasedDataset
 from bench.errors import UserError
 from bench.registry import Registry, import_all_modules
 
@@ -63,6 +64,8 @@ class MethodContext:
     teacher: nn.Module | None = None
     teacher_view: str = "x"
     create_model: Callable[[], nn.Module] | None = None
+    dataset: BiasedDataset | None = None  # for methods that work on the whole training set (re-assignment,
+    #                                       pre-computed teacher outputs); batches still come from the runner
 
 
 class Method:
@@ -97,6 +100,10 @@ class Method:
     def val_loss(self, batch: Batch) -> Tensor:
         """Mean validation objective on ``batch`` (eval mode, no grad). Default: cross-entropy."""
         return F.cross_entropy(self.predict(batch.x), batch.y)
+
+    def on_epoch_start(self, epoch: int) -> None:
+        """Called by the runner before every epoch (0-based; also the first epoch after a resume): a place for
+        schedules and whole-training-set work. State it changes must be in ``state_dict``."""
 
     # --- shared helpers -----------------------------------------------------------------------
     def new_model(self) -> nn.Module:

@@ -127,7 +127,7 @@ def build_method(method_cls: type[Method], hp: Any, dataset: BiasedDataset, mode
     ctx = MethodContext(
         hp=hp, num_classes=num_classes, image_shape=shape, model_name=model_name, device=device,
         teacher=teacher, teacher_view=dataset.teacher_view,
-        create_model=lambda: create_model(model_name, num_classes, shape[0]),
+        create_model=lambda: create_model(model_name, num_classes, shape[0]), dataset=dataset,
     )
     return create_method(method_cls.registry_name, ctx)
 
@@ -233,6 +233,7 @@ class _Training:
         epochs = range(start, self.hp.epochs)
         bar = _progress_bar(epochs, self.cfg.label(), self.show_progress, start, self.hp.epochs)
         for epoch in bar:
+            self.method.on_epoch_start(epoch)
             train_logs = self._train_epoch(epoch, step)
             metrics = {**train_logs, **self._evaluate()}
             history.append({"epoch": epoch + 1, **metrics})
