@@ -7,9 +7,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from bench.data import BiasedDataset, register_dataset
+from bench.data import BiasedDataset, Split, register_dataset
 from datasets.image_sources import load_waterbirds, waterbirds_fingerprint
 from datasets.pasted import Placement, SpriteClasses, make_split, render_versions, scene_ids
+from datasets.scenes import SCENE_CATEGORIES
 from datasets.sprites import sprites_in_group
 
 CLASSES = ("landbird", "waterbird")
@@ -28,11 +29,14 @@ kind of place with probability `strength` (0.95 = Waterbirds; 1.0 = Waterbirds-1
 (`waterbird_fraction`, 0.232 as in Waterbirds' 3,682 / 1,113 training split). Validation and test: the
 same class balance, each class half on land and half on water (Waterbirds' rule), so the minority groups
 (landbird on water, waterbird on land) are a quarter-sized share each. Default counts follow Waterbirds:
-4,795 train / 1,199 val / 5,794 test. bias = place (0 land, 1 water); group = 2 * class + place:
+4,795 train / 1,199 val / 5,794 test, with test_id (the two groups seen in training) and test_ood (the
+two swapped groups) as e2KD reports them. bias = place (0 land, 1 water); group = 2 * class + place:
 0 landbird on land, 1 landbird on water, 2 waterbird on land, 3 waterbird on water. Worst-group and
 average accuracy are read per group. mask = the bird's pixels (alpha > 0.5). x_debiased (every split): the
-same bird over uniform noise (a teacher's view without background). Differences from Waterbirds: sprites
-and textures instead of CUB photos and Places images; no ImageNet pretraining is possible offline.
+same bird on a scene of a uniformly random category (any of the 22, independent of the class): the
+"background randomised" data on which a right-for-the-right-reasons teacher is trained (e2KD).
+Differences from Waterbirds: sprites and textures instead of CUB photos and Places images; no ImageNet
+pretraining is possible offline.
 Sources: Sagawa et al., "Distributionally Robust Neural Networks" (ICLR 2020); Parchami-Araghi et al.,
 "Good Teachers Explain" (e2KD, ECCV 2024); Mitchell et al., ULE (seed 002)."""
 
@@ -40,14 +44,25 @@ SPLIT_DESCRIPTIONS = {
     "train": "bird on its own kind of place with probability strength; waterbirds a minority",
     "val": "each class half on land, half on water (Waterbirds' validation rule), used for model selection",
     "test": "each class half on land, half on water; worst-group accuracy is read from its groups",
+    "test_id": "the test images of the groups seen in training (landbird on land, waterbird on water)",
+    "test_ood": "the test images of the swapped groups (waterbird on land, landbird on water)",
 }
+IN_DISTRIBUTION_GROUPS = (0, 3)
+
+
+def with_group_splits(splits: dict[str, Split]) -> dict[str, Split]:
+    """Add e²KD's in-distribution and out-of-distribution views of the test split."""
+    test = splits["test"]
+    in_distribution = torch.isin(test.group, torch.tensor(IN_DISTRIBUTION_GROUPS, device=test.group.device))
+    return {**splits, "test_id": test.map(lambda t: t[in_distribution]),
+            "test_ood": test.map(lambda t: t[~in_distribution])}
 
 
 @register_dataset("waterbirds_like")
 class WaterbirdsLike:
     """Waterbirds built offline (see ``card``)."""
 
-    version = "2"
+    version = "3"
     card = CARD
     test_options = {"train_size": 96, "val_size": 48, "test_size": 48, "size": 32}
 
@@ -125,11 +140,13 @@ def build_waterbirds_like(cfg: WaterbirdsLike.Config, device: torch.device, seed
     for name, n in (("train", cfg.train_size), ("val", cfg.val_size), ("test", cfg.test_size)):
         y = bird_labels(n, cfg.waterbird_fraction, gen)
         places = training_places(y, cfg.strength, gen) if name == "train" else balanced_places(y, gen)
-        images, mask, noisy = render_versions(sprites, sprites.pick(y, gen), {name: scene_of_place(places, gen)},
-                                              gen, cfg.size, placement, device, debiased=True)
-        splits[name] = make_split(images[name], y, places, 2 * y + places, mask, device, noisy)
+        random_scenes = torch.randint(0, len(SCENE_CATEGORIES), y.shape, generator=gen)
+        versions = {name: scene_of_place(places, gen), "randomised": random_scenes}
+        images, mask, _ = render_versions(sprites, sprites.pick(y, gen), versions, gen, cfg.size, placement, device,
+                                          debiased=False)
+        splits[name] = make_split(images[name], y, places, 2 * y + places, mask, device, images["randomised"])
     return BiasedDataset(
-        name="waterbirds_like", splits=splits, num_classes=2, class_names=list(CLASSES),
+        name="waterbirds_like", splits=with_group_splits(splits), num_classes=2, class_names=list(CLASSES),
         bias_kind="background place", bias_strength=float(cfg.strength), split_descriptions=dict(SPLIT_DESCRIPTIONS),
         group_names=dict(GROUPS), teacher_view="x", card=CARD,
     )
@@ -144,7 +161,7 @@ def build_from_files(cfg: WaterbirdsLike.Config, device: torch.device) -> Biased
     train = splits["train"]
     strength = float((train.bias == train.y).float().mean()) if len(train) else 0.0
     return BiasedDataset(
-        name="waterbirds_like", splits=splits, num_classes=2, class_names=list(CLASSES),
+        name="waterbirds_like", splits=with_group_splits(splits), num_classes=2, class_names=list(CLASSES),
         bias_kind="background place", bias_strength=strength, split_descriptions=dict(SPLIT_DESCRIPTIONS),
         group_names=dict(GROUPS), teacher_view="x",
         card=CARD + "\nBuilt from the user's Waterbirds files (source=files): CUB birds on Places scenes.",

@@ -25,7 +25,7 @@ from matplotlib.ticker import MaxNLocator
 
 from bench.atomic import atomic_write_bytes, atomic_write_text
 from bench.store import Store
-from reports.paper import comparison_rows, load_reference
+from reports.paper import METRIC_LABELS, comparison_rows, load_reference, reference_columns
 from reports.variants import display_names
 
 GROUP_KEYS = ["method", "dataset", "protocol", "selection"]
@@ -281,12 +281,13 @@ def _accuracy_table(rows: pd.DataFrame, selection: str) -> list[Block]:
 def _paper_table(dataset: str, protocol: str, rows: pd.DataFrame) -> list[Block]:
     """Ours (IID-validation selection) next to the published numbers, with the difference."""
     reference = load_reference()
-    cells = comparison_rows(rows, reference, dataset)
+    pairs = reference_columns(reference, dataset)
+    cells = comparison_rows(rows, reference, dataset, pairs)
     if not cells:
         return []
     sources = "; ".join(sorted(set(reference[reference["dataset"] == dataset]["source"])))
-    columns = ["method", "seeds"] + [f"{_label(s)} {part}" for s in ("iid", "ood", "shift")
-                                     for part in ("ours", "paper", "Δ")]
+    columns = ["method", "seeds"] + [f"{_label(s)}{'' if m == 'acc' else ' ' + METRIC_LABELS.get(m, m)} {part}"
+                                     for s, m in pairs for part in ("ours", "paper", "Δ")]
     note = (f"Paper: {sources}. Ours: protocol '{protocol}', selection iid_val, {STD_NOTE} "
             "Δ = ours − paper (percentage points). The paper's own setting is the 'paper' protocol; other "
             "protocols differ from it (model, epochs) and are shown for orientation only.")

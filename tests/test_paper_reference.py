@@ -21,7 +21,7 @@ CMNIST_COLUMN = {  # method: (IID, OOD, shift); None = N/A in the paper
 def test_coloured_mnist_column(method: str, expected: tuple[float, float, float] | None) -> None:
     ref = load_reference()
     rows = ref[(ref["dataset"] == "coloured_mnist") & (ref["method"] == method)].set_index("split")
-    values = [rows.loc[split, "accuracy"] for split in ("iid", "ood", "shift")]
+    values = [rows.loc[split, "value"] for split in ("iid", "ood", "shift")]
     if expected is None:
         assert all(math.isnan(v) for v in values)
         assert all(rows["note"].str.startswith("N/A"))
@@ -31,6 +31,22 @@ def test_coloured_mnist_column(method: str, expected: tuple[float, float, float]
 
 def test_every_row_is_complete() -> None:
     ref = load_reference()
-    assert len(ref) == 16 * 3 * 3
-    assert set(ref["split"]) == {"iid", "ood", "shift"}
-    assert not ref.duplicated(["method", "dataset", "split"]).any()
+    bassi = ref[ref["source"].str.startswith("Bassi")]
+    assert len(bassi) == 16 * 3 * 3
+    assert set(bassi["split"]) == {"iid", "ood", "shift"} and set(bassi["metric"]) == {"acc"}
+    assert not ref.duplicated(["method", "dataset", "split", "metric"]).any()
+    assert ref["source"].str.len().min() > 0 and ref["metric"].isin(["acc", "agreement", "worst_group_acc"]).all()
+
+
+E2KD_FIG2 = {  # (method, split, metric) → value, as quoted (see results/paper/README.md)
+    ("e2kd_kd", "test_id", "acc"): 95.5, ("e2kd_kd", "test_ood", "acc"): 31.1, ("e2kd", "test_id", "acc"): 97.4,
+    ("e2kd", "test_ood", "acc"): 36.8, ("e2kd_kd", "test_id", "agreement"): 95.5,
+    ("e2kd_kd", "test_ood", "agreement"): 61.8, ("e2kd", "test_id", "agreement"): 97.6,
+    ("e2kd", "test_ood", "agreement"): 69.1,
+}
+
+
+def test_e2kd_waterbirds_numbers() -> None:
+    ref = load_reference()
+    rows = ref[ref["dataset"] == "waterbirds_like"].set_index(["method", "split", "metric"])["value"]
+    assert rows.to_dict() == pytest.approx(E2KD_FIG2)

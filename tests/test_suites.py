@@ -58,3 +58,21 @@ def test_per_dataset_hparams_override_the_suite_level(tmp_path: Path) -> None:
     assert (sc.hparams["epochs"], sc.hparams["lr"]) == (7, 0.05)  # dataset value wins, the rest is kept
     assert configs["kd", "mnist_sc"].teacher["hparams"]["epochs"] == 5
     assert configs["kd", "coloured_mnist"].teacher["hparams"]["epochs"] == 2
+
+
+def test_paper_e2kd_waterbirds_reports_agreement_on_the_swapped_groups(tmp_path: Path) -> None:
+    suite = get_suite("paper-e2kd-waterbirds")
+    tiny = dataclasses.replace(
+        suite,
+        datasets=(DatasetEntry("waterbirds_like", {"strength": 1.0, "train_size": 128, "val_size": 64,
+                                                   "test_size": 64, "size": 32}),),
+        hparams={method: {"epochs": 1, "batch_size": 32} for method in suite.methods},
+    )
+    configs = tiny.expand(protocol="fast", seeds=1)
+    counts = run_sweep(configs, tmp_path, device="cpu", progress=False)
+    assert counts["finished"] == len(configs) == 3
+    report = (write_report(tmp_path) / "report.md").read_text()
+    comparison = report.split("### Paper vs ours")[1].split("###")[0]
+    assert "test_ood agreement ours" in comparison
+    e2kd_row = next(line for line in comparison.splitlines() if line.startswith("| e2kd |"))
+    assert "| 36.8 |" in e2kd_row and "| 69.1 |" in e2kd_row
