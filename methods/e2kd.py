@@ -82,6 +82,7 @@ class E2KD(TeacherStudentMethod):
 
     def on_epoch_start(self, epoch: int) -> None:
         factor = warmup_cosine(epoch, self.hp.epochs, self.hp.warmup_epochs)
+        assert self.optimizer is not None
         for group in self.optimizer.param_groups:
             group["lr"] = self.hp.lr * factor
 
@@ -116,7 +117,8 @@ class E2KD(TeacherStudentMethod):
         if self.hp.explanation_weight > 0:
             student_map, student_logits, _ = explain_with_logits(self.model, batch.x, target, self.hp.explanation,
                                                                  create_graph=train)
-            explanation = explanation_distance(student_map, teacher_map, tuple(batch.x.shape[-2:]))
+            height, width = batch.x.shape[-2:]
+            explanation = explanation_distance(student_map, teacher_map, (height, width))
         else:  # the KD baseline: no explanation is computed at all
             student_logits = self.model(batch.x)
             explanation = torch.zeros((), device=batch.x.device)
