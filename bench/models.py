@@ -276,6 +276,33 @@ def small_cnn(num_classes: int, in_channels: int = 3) -> nn.Module:
     return SmallCNN(num_classes, in_channels)
 
 
+class ConvNet3(nn.Module):
+    """The 3-conv CNN of the neuron-differentiation paper for CMNIST (Sec. 4.1: 64, 128, 256 kernels, three
+    batch norms), with DCWP's layout: conv 4×4 stride 2 padding 1, BN, ReLU; global average pool; linear."""
+
+    feature_layer = "features"
+    classifier_layer = "fc"
+
+    def __init__(self, num_classes: int, in_channels: int = 3, widths: tuple[int, ...] = (64, 128, 256)) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        for cin, cout in zip((in_channels, *widths[:-1]), widths, strict=True):
+            layers += [nn.Conv2d(cin, cout, 4, stride=2, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU()]
+        self.features = nn.Sequential(*layers)
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.flatten = nn.Flatten(1)
+        self.fc = nn.Linear(widths[-1], num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc(self.flatten(self.avgpool(self.features(x))))
+
+
+@register_model("cnn3")
+def cnn3(num_classes: int, in_channels: int = 3) -> nn.Module:
+    """The neuron-differentiation paper's CMNIST network (3 conv layers, 64/128/256)."""
+    return ConvNet3(num_classes, in_channels)
+
+
 def feature_module(model: nn.Module) -> nn.Module:
     """The module whose output is the model's last feature map."""
     return model.get_submodule(model.feature_layer)  # type: ignore[arg-type]

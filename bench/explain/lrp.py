@@ -37,7 +37,7 @@ import torchvision
 from torch import Tensor, nn
 
 from bench.explain.registry import Target, register_explainer, resolve_target
-from bench.models import BasicBlock, Bottleneck, DenseBlock, DenseLayer, DenseNet, ResNet, SmallCNN
+from bench.models import BasicBlock, Bottleneck, ConvNet3, DenseBlock, DenseLayer, DenseNet, ResNet, SmallCNN
 
 DEFAULT_EPS = 1e-2
 NORM_STABILISER = 1e-6  # zennit's Norm rule (sums, average pooling): LRP-0 with this stabiliser
@@ -48,7 +48,7 @@ PLAIN_LEAVES = (nn.ReLU, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.Fl
 
 Rule = Callable[["RelevancePass", nn.Module, Tensor], Tensor]
 RULES: dict[type, Rule] = {}
-CHAIN_CONTAINERS: list[type] = [nn.Sequential, ResNet, SmallCNN, DenseNet, DenseLayer, torchvision.models.VGG]
+CHAIN_CONTAINERS: list[type] = [nn.Sequential, ResNet, SmallCNN, ConvNet3, DenseNet, DenseLayer, torchvision.models.VGG]
 
 
 def register_rule(*types: type) -> Callable[[Rule], Rule]:
