@@ -36,6 +36,7 @@ class Suite:
     datasets: tuple[DatasetEntry, ...]
     seeds: int = 1
     hparams: dict[str, dict[str, Any]] = field(default_factory=dict)  # per-method overrides ("teacher" too)
+    model: str | None = None  # the student model of every run, instead of the protocol's (e.g. a paper's CNN)
 
     def expand(self, seeds: int | None = None, protocol: str | None = None) -> list[RunConfig]:
         """Every run of the suite: teachers first (others depend on them), then dataset × method × seed."""
@@ -45,7 +46,7 @@ class Suite:
         configs = [
             make_run_config(method, entry.name, protocol or self.protocol, seed,
                             hparams=entry.method_hparams(self.hparams, method), dataset_params=entry.params,
-                            teacher_hparams=entry.method_hparams(self.hparams, TEACHER_METHOD))
+                            teacher_hparams=entry.method_hparams(self.hparams, TEACHER_METHOD), model=self.model)
             for entry in self.datasets for method in self.methods for seed in range(n_seeds)
         ]
         teachers = {RunConfig.from_dict(c.teacher).run_id: RunConfig.from_dict(c.teacher)
@@ -87,6 +88,6 @@ def suite_from_yaml(path: Path) -> Suite:
         )
         return Suite(name=raw["name"], description=raw.get("description", ""), protocol=raw["protocol"],
                      methods=tuple(raw["methods"]), datasets=datasets, seeds=int(raw.get("seeds", 1)),
-                     hparams={k: dict(v) for k, v in (raw.get("hparams") or {}).items()})
+                     hparams={k: dict(v) for k, v in (raw.get("hparams") or {}).items()}, model=raw.get("model"))
     except (yaml.YAMLError, KeyError, TypeError, ValueError) as err:
         raise UserError(f"suite file {path} is malformed ({err}); compare it with bench/suites/quick.yaml") from None

@@ -76,3 +76,22 @@ def test_paper_e2kd_waterbirds_reports_agreement_on_the_swapped_groups(tmp_path:
     assert "test_ood agreement ours" in comparison
     e2kd_row = next(line for line in comparison.splitlines() if line.startswith("| e2kd |"))
     assert "| 36.8 |" in e2kd_row and "| 69.1 |" in e2kd_row
+
+
+def test_paper_nd_cmnist_compares_per_ratio(tmp_path: Path) -> None:
+    suite = get_suite("paper-nd-cmnist")
+    small = {**TINY_DATA, "train_size": 256}
+    tiny = dataclasses.replace(
+        suite,
+        datasets=tuple(DatasetEntry("cmnist_lff", {**small, "conflict_ratio": r}) for r in (0.005, 0.05)),
+        hparams={"erm": {"epochs": 1, "batch_size": 64}, "neuron_diff": {"batch_size": 64}},
+    )
+    configs = tiny.expand(protocol="fast", seeds=1)
+    assert {c.model for c in configs} == {"cnn3"}
+    counts = run_sweep(configs, tmp_path, device="cpu", progress=False)
+    assert counts["finished"] == len(configs) == 4
+    report = (write_report(tmp_path) / "report.md").read_text()
+    section = report.split("cmnist_lff [conflict_ratio=0.005]")[1]
+    comparison = section.split("### Paper vs ours")[1].split("###")[0]
+    nd_row = next(line for line in comparison.splitlines() if line.startswith("| neuron_diff |"))
+    assert "| 93.68 |" in nd_row
