@@ -51,13 +51,15 @@ def test_per_dataset_hparams_override_the_suite_level(tmp_path: Path) -> None:
     path.write_text(
         "name: s\nprotocol: fast\nmethods: [erm, kd]\nhparams: {erm: {lr: 0.05, epochs: 3}, teacher: {epochs: 2}}\n"
         "datasets:\n  - coloured_mnist\n  - name: mnist_sc\n    params: {strength: 0.9}\n"
-        "    hparams: {erm: {epochs: 7}, teacher: {epochs: 5}}\n")
+        "    hparams: {erm: {epochs: 7}, teacher: {epochs: 5}}\n"
+        "  - name: cmnist_lff\n    methods: [erm]\n")
     configs = {(c.method, c.dataset): c for c in suite_from_yaml(path).expand()}
     assert configs["erm", "coloured_mnist"].hparams["epochs"] == 3
     sc = configs["erm", "mnist_sc"]
     assert (sc.hparams["epochs"], sc.hparams["lr"]) == (7, 0.05)  # dataset value wins, the rest is kept
     assert configs["kd", "mnist_sc"].teacher["hparams"]["epochs"] == 5
     assert configs["kd", "coloured_mnist"].teacher["hparams"]["epochs"] == 2
+    assert ("erm", "cmnist_lff") in configs and ("kd", "cmnist_lff") not in configs  # per-dataset method list
 
 
 def test_paper_e2kd_waterbirds_reports_agreement_on_the_swapped_groups(tmp_path: Path) -> None:
