@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from bench.errors import UserError
 from bench.registry import Registry
 
 MODELS: Registry[Callable[..., nn.Module]] = Registry("model")
@@ -301,6 +302,54 @@ class ConvNet3(nn.Module):
 def cnn3(num_classes: int, in_channels: int = 3) -> nn.Module:
     """The neuron-differentiation paper's CMNIST network (3 conv layers, 64/128/256)."""
     return ConvNet3(num_classes, in_channels)
+
+
+class BcosClassifier(nn.Module):
+    """A B-cos network (Böhle et al.; the ``bcos`` package, randomly initialised: nothing is downloaded) fed
+    the 6-channel input [x, 1 − x] it expects ("AddInverse"). ``inner`` is the B-cos model itself."""
+
+    feature_layer = "inner.layer4"
+    classifier_layer = "inner.fc"
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    @staticmethod
+    def add_inverse(x: Tensor) -> Tensor:
+        return torch.cat([x, 1 - x], dim=1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.inner(self.add_inverse(x))
+
+
+def _bcos_resnet(depth: int, num_classes: int, in_channels: int) -> nn.Module:
+    try:
+        from bcos.models import resnet as bcos_resnet
+    except ImportError:
+        raise UserError("B-cos models need the bcos package: pip install '.[bcos]'") from None
+    if in_channels != 3:
+        raise UserError(f"B-cos models take RGB images (3 channels, 6 with the inverse), got {in_channels}")
+    factory = {18: bcos_resnet.resnet18, 34: bcos_resnet.resnet34, 50: bcos_resnet.resnet50}[depth]
+    return BcosClassifier(factory(num_classes=num_classes, in_chans=6))
+
+
+@register_model("bcos_resnet18")
+def bcos_resnet18(num_classes: int, in_channels: int = 3) -> nn.Module:
+    """B-cos ResNet18 (e²KD's B-cos student), random initialisation."""
+    return _bcos_resnet(18, num_classes, in_channels)
+
+
+@register_model("bcos_resnet34")
+def bcos_resnet34(num_classes: int, in_channels: int = 3) -> nn.Module:
+    """B-cos ResNet34 (one of e²KD's B-cos teachers), random initialisation."""
+    return _bcos_resnet(34, num_classes, in_channels)
+
+
+@register_model("bcos_resnet50")
+def bcos_resnet50(num_classes: int, in_channels: int = 3) -> nn.Module:
+    """B-cos ResNet50 (e²KD's Waterbirds B-cos teacher), random initialisation."""
+    return _bcos_resnet(50, num_classes, in_channels)
 
 
 def feature_module(model: nn.Module) -> nn.Module:

@@ -14,7 +14,7 @@ from bench.explain import explain_with_logits
 from bench.losses import soft_kl
 from bench.method import TeacherStudentMethod, TrainHparams, register_method
 
-EXPLANATIONS = ("gradcam",)
+EXPLANATIONS = ("gradcam", "bcos")  # bcos: B-cos models (bcos_resnet*) and their dynamic linear maps
 
 
 @dataclass
@@ -66,7 +66,9 @@ class E2KD(TeacherStudentMethod):
     """e²KD (Parchami-Araghi et al. 2024, Eq. 1-3): L = τ² · KL(p_T^τ ‖ p_S^τ) + λ · (1 − cos(E_T, E_S)),
     where E is the Grad-CAM map of the last feature layer for the teacher's top-1 class ĉ (for both
     models), the student's map differentiable (double backward) and the teacher's detached, both resized
-    to the input resolution. No label loss, as in the released configurations."""
+    to the input resolution. No label loss, as in the released configurations. With ``explanation=bcos``
+    (B-cos models, e.g. ``--model bcos_resnet18``) E is the dynamic linear map W(x) over [x, 1 − x] (Sec. 3.1
+    of the paper), compared by cosine over all 6·H·W values."""
 
     Hparams = E2KDHparams
     protocols = {"fast": {"epochs": 6, "warmup_epochs": 1}}
@@ -117,6 +119,8 @@ class E2KD(TeacherStudentMethod):
         if self.hp.explanation_weight > 0:
             student_map, student_logits, _ = explain_with_logits(self.model, batch.x, target, self.hp.explanation,
                                                                  create_graph=train)
+            if self.hp.explanation == "bcos":  # explanation mode detaches the dynamic scalings: KD needs a
+                student_logits = self.model(batch.x)  # forward with full gradients
             height, width = batch.x.shape[-2:]
             explanation = explanation_distance(student_map, teacher_map, (height, width))
         else:  # the KD baseline: no explanation is computed at all

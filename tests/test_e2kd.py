@@ -103,3 +103,28 @@ def test_bad_hparams() -> None:
         resolve_hparams(get_method("e2kd"), "fast", {"explanation": "shap"})
     with pytest.raises(Exception, match="temperature"):
         resolve_hparams(get_method("e2kd"), "fast", {"temperature": 0})
+
+
+def test_bcos_explanation_is_the_dynamic_linear_map() -> None:
+    """B-cos networks are dynamic linear: W(x) · [x, 1 − x] equals the explained logit exactly."""
+    pytest.importorskip("bcos")
+    from bench.explain import explain_with_logits
+
+    torch.manual_seed(0)
+    model = create_model("bcos_resnet18", 2)
+    x = torch.rand(3, 3, 32, 32)
+    weights, logits, target = explain_with_logits(model, x, lambda z: z.argmax(1), "bcos")
+    contributions = (weights * torch.cat([x, 1 - x], 1)).sum((1, 2, 3))
+    torch.testing.assert_close(contributions, logits.gather(1, target[:, None]).squeeze(1), rtol=1e-4, atol=1e-6)
+
+
+def test_e2kd_with_bcos_models_trains(tiny_dataset) -> None:
+    pytest.importorskip("bcos")
+    torch.manual_seed(0)
+    teacher = create_model("bcos_resnet18", tiny_dataset.num_classes).eval().requires_grad_(False)
+    hparams = resolve_hparams(get_method("e2kd"), "fast", {"batch_size": 8, "explanation": "bcos"})
+    method = build_method(get_method("e2kd"), hparams, tiny_dataset, "bcos_resnet18", torch.device("cpu"), teacher)
+    before = [p.detach().clone() for p in method.trainable()]
+    logs = method.step(tiny_dataset.splits["train"].batch(torch.arange(8), method.train_views))
+    assert torch.isfinite(logs["loss"]) and float(logs["explanation_loss"]) > 0
+    assert sum(not torch.equal(b, p) for b, p in zip(before, method.trainable(), strict=True)) > 0.8 * len(before)

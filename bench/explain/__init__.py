@@ -12,7 +12,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from bench.explain import cam, gradient, lrp  # noqa: F401  (registration)
+from bench.explain import bcos, cam, gradient, lrp  # noqa: F401  (registration)
 from bench.explain.registry import EXPLAINERS, Target, list_explainers, register_explainer
 
 __all__ = ["EXPLAINERS", "Target", "explain", "explain_with_logits", "list_explainers", "register_explainer"]
