@@ -68,3 +68,11 @@ def test_options(tiny_dataset) -> None:
         assert torch.isfinite(logs["teacher_loss"])
     with pytest.raises(Exception, match="saliency_output"):
         resolve_hparams(get_method("ule"), "fast", {"saliency_output": "probability"})
+
+
+def test_golden_value(tiny_dataset) -> None:
+    """Catches silent changes of the loss (the value this implementation gave when the test above passed)."""
+    method = build(tiny_dataset)
+    method.eval()
+    logs = method.losses(tiny_dataset.splits["val"].batch(torch.arange(16)), create_graph=False)
+    assert float(logs["teacher_loss"].detach()) == pytest.approx(2.3045406341552734, rel=1e-4)
