@@ -94,9 +94,10 @@ def cmd_list(args: argparse.Namespace) -> None:
     from bench.suites import get_suite, list_suites
 
     if args.what == "methods":
+        width = max(len(name) for name in list_methods()) + 2
         for name in list_methods():
             cls = get_method(name)
-            print(f"{name:<16}requires: {', '.join(sorted(cls.requires))}")
+            print(f"{name:<{width}}requires: {', '.join(sorted(cls.requires))}")
     elif args.what == "suites":
         for name in list_suites():
             print(f"{name:<28}{get_suite(name).description.strip().splitlines()[0]}")
