@@ -114,6 +114,8 @@ class BiasedDataset:
     group_names: dict[int, str] = field(default_factory=dict)
     teacher_view: str = "x"  # the view a distillation teacher is fed: "x" or "x_debiased"
     card: str = ""
+    shortcut_region: str = ""  # where the shortcut is in the image: "mask" (the mask is the shortcut),
+    #                            "outside_mask" (the mask is the object, the shortcut its background), "" (not spatial)
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -137,6 +139,7 @@ class BiasedDataset:
             "group_names": {str(k): v for k, v in self.group_names.items()},
             "teacher_view": self.teacher_view,
             "card": self.card,
+            "shortcut_region": self.shortcut_region,
         }
 
 

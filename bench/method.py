@@ -97,6 +97,11 @@ class Method:
     def predict(self, x: Tensor) -> Tensor:
         return self.model(x)
 
+    def predictor(self) -> nn.Module:
+        """The network ``predict`` runs, as a plain module: what checkpoints keep and explanations explain.
+        Override when ``predict`` is more than ``self.model`` (e.g. masked weights)."""
+        return self.model
+
     def val_loss(self, batch: Batch) -> Tensor:
         """Mean validation objective on ``batch`` (eval mode, no grad). Default: cross-entropy."""
         return F.cross_entropy(self.predict(batch.x), batch.y)

@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from bench.atomic import atomic_torch_save
 from bench.data import Batch, BiasedDataset, load_dataset
 from bench.errors import UserError
+from bench.explain_eval import ExplanationProbe
 from bench.method import Method, MethodContext, check_supervision, create_method, get_method, resolve_hparams
 from bench.metrics import evaluate, predict_split
 from bench.models import create_model
@@ -187,6 +188,13 @@ class _Training:
         self.method = build_method(self.method_cls, self.hp, self.dataset, cfg.model, device, teacher)
         self.counters = _Progress()
         self.teacher_preds = self._teacher_predictions()
+        self.probe = ExplanationProbe(self.dataset, teacher, view=self._eval_view(),
+                                      teacher_view=self.dataset.teacher_view)
+
+    def _eval_view(self) -> str:
+        """The view the run's model is measured on: a teacher trained on debiased images sees debiased test
+        images where the dataset has them."""
+        return "x_debiased" if self.method_cls.is_teacher else "x"
 
     def _teacher_predictions(self) -> dict[str, Tensor] | None:
         if self.teacher is None:
@@ -213,9 +221,11 @@ class _Training:
 
     def _checkpoint(self, epoch: int, history: list[dict[str, Any]]) -> None:
         if history[-1]["val_loss"] <= min(row["val_loss"] for row in history):
-            atomic_torch_save({"model": self.method.model.state_dict(), "epoch": epoch,
+            predictor = self.method.predictor()
+            atomic_torch_save({"model": predictor.state_dict(), "epoch": epoch,
                                "num_classes": self.dataset.num_classes, "in_channels": self.dataset.image_shape[0]},
                               self.run_dir / "best.pt")
+            atomic_torch_save({"epoch": epoch, **self.probe.gallery(predictor)}, self.run_dir / "explanations.pt")
         state: dict[str, Any] = {"epoch": epoch, "method": self.method.state_dict(), "rng": torch.get_rng_state(),
                                  "counters": vars(self.counters)}
         if self.device.type == "cuda":
@@ -285,15 +295,15 @@ class _Training:
             raise RunDiverged(f"non-finite {', '.join(bad)} at epoch {epoch + 1}, by step {step}")
         return values
 
-    @torch.no_grad()
     def _evaluate(self) -> dict[str, float]:
         begin = time.perf_counter()
         self.method.eval()
         splits = [s for s in self.dataset.splits if s != "train"]
-        val_view = "x_debiased" if self.method_cls.is_teacher else "x"
-        metrics = evaluate(self.method.predict, self.dataset, self.protocol.eval_batch_size, splits,
-                           self.teacher_preds, view=val_view)
-        metrics["val_loss"] = self._val_loss()
+        with torch.no_grad():
+            metrics = evaluate(self.method.predict, self.dataset, self.protocol.eval_batch_size, splits,
+                               self.teacher_preds, view=self._eval_view())
+            metrics["val_loss"] = self._val_loss()
+        metrics.update(self.probe.metrics(self.method.predictor()))
         if not math.isfinite(metrics["val_loss"]):
             raise RunDiverged("non-finite validation loss")
         self.counters.eval_seconds += time.perf_counter() - begin

@@ -179,4 +179,5 @@ def build_dogs_with_ties(cfg: DogsWithTies.Config, device: torch.device, seed: i
         name="dogs_with_ties", splits={k: splits[k] for k in SPLIT_DESCRIPTIONS}, num_classes=2,
         class_names=list(CLASSES), bias_kind="foreground accessory (tie)", bias_strength=1.0,
         split_descriptions=dict(SPLIT_DESCRIPTIONS), group_names=dict(GROUPS), teacher_view="x", card=CARD,
+        shortcut_region="mask",
     )

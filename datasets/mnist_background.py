@@ -70,6 +70,7 @@ class MNISTBackground:
             name="mnist_background", splits=splits, num_classes=NUM_CLASSES, class_names=cfg.class_names(),
             bias_kind="background pattern", bias_strength=float(cfg.strength),
             split_descriptions=dict(SHORTCUT_SPLITS), group_names=dict(SHORTCUT_GROUPS), teacher_view="x", card=CARD,
+            shortcut_region="outside_mask",
         )
 
 

@@ -91,5 +91,5 @@ def build_mnist_sc(cfg: MNISTSC.Config, device: torch.device, seed: int) -> Bias
     return BiasedDataset(
         name="mnist_sc", splits=splits, num_classes=NUM_CLASSES, class_names=cfg.class_names(),
         bias_kind="border patch", bias_strength=float(cfg.strength), split_descriptions=dict(SHORTCUT_SPLITS),
-        group_names=dict(SHORTCUT_GROUPS), teacher_view="x", card=CARD,
+        group_names=dict(SHORTCUT_GROUPS), teacher_view="x", card=CARD, shortcut_region="mask",
     )

@@ -130,5 +130,5 @@ def build_objects_on_scenes(cfg: ObjectsOnScenes.Config, device: torch.device, s
     return BiasedDataset(
         name="objects_on_scenes", splits=splits, num_classes=classes, class_names=list(CLASSES),
         bias_kind="background scene", bias_strength=float(cfg.strength), split_descriptions=dict(SPLIT_DESCRIPTIONS),
-        group_names=dict(GROUPS), teacher_view="x_debiased", card=CARD,
+        group_names=dict(GROUPS), teacher_view="x_debiased", card=CARD, shortcut_region="outside_mask",
     )

@@ -148,7 +148,7 @@ def build_waterbirds_like(cfg: WaterbirdsLike.Config, device: torch.device, seed
     return BiasedDataset(
         name="waterbirds_like", splits=with_group_splits(splits), num_classes=2, class_names=list(CLASSES),
         bias_kind="background place", bias_strength=float(cfg.strength), split_descriptions=dict(SPLIT_DESCRIPTIONS),
-        group_names=dict(GROUPS), teacher_view="x", card=CARD,
+        group_names=dict(GROUPS), teacher_view="x", card=CARD, shortcut_region="outside_mask",
     )
 
 

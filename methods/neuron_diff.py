@@ -17,6 +17,7 @@ stage the plain network predicts.
 """
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import Any
 
@@ -230,6 +231,18 @@ class NeuronDiff(Method):
         if self.current in ("masks", "finetune"):
             return self.sub_model(x, self.masks("a", sample=False))
         return self.model(x)
+
+    def predictor(self) -> nn.Module:
+        """In the mask and fine-tuning stages, a copy of the network with m_a's binary mask applied to its
+        weights (the module that ``predict`` computes); before them, the network itself."""
+        if self.current not in ("masks", "finetune"):
+            return self.model
+        masked = copy.deepcopy(self.model)
+        params = dict(masked.named_parameters())
+        with torch.no_grad():
+            for name, mask in zip(self.names, self.masks("a", sample=False), strict=True):
+                params[name].mul_(mask)
+        return masked
 
     # --- state -----------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

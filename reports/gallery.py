@@ -25,6 +25,8 @@ from bench.data import BiasedDataset, load_dataset, to_float_images
 from bench.errors import UserError
 from bench.explain import explain, list_explainers
 from bench.explain.cam import upsample
+from bench.explain_eval import Row
+from bench.explain_eval import pick_rows as fixed_rows
 from bench.models import create_model
 from bench.runner import load_checkpoint
 from bench.runs import RunConfig
@@ -33,7 +35,6 @@ from bench.store import Store
 DEFAULT_METHODS = ("lrp", "gradinput", "inputgrad", "gradcam")
 FEATURE_METHODS = ("gradcam", "attention")  # B×1×h×w maps at a feature layer, upsampled for display
 LRP_METHODS = ("lrp", "lrp_flex")
-ALIGNED, CONFLICTING = 0, 1
 CMAP = "bwr"
 
 # Figure geometry in inches at DPI, chosen so that every size is a whole number of pixels.
@@ -44,15 +45,6 @@ TOP = 1.2    # figure title (3 lines) and column titles (2 lines)
 TITLE_Y = 0.08  # figure title's distance from the top edge
 BOTTOM = 0.1
 RIGHT = 0.1
-
-
-@dataclass(frozen=True)
-class Row:
-    """One displayed test image."""
-
-    split: str
-    index: int
-    group: int
 
 
 @dataclass(frozen=True)
@@ -130,25 +122,11 @@ def load_model(store: Store, run_id: str, name: str, teacher: bool = False) -> n
 
 
 def pick_rows(dataset: BiasedDataset, n: int) -> list[Row]:
-    """The first ``n`` bias-aligned images of ``iid`` and the first ``n`` bias-conflicting ones of ``shift``
-    (each falling back to the first test split that has such images)."""
-    rows = first_of_group(dataset, ALIGNED, n, "iid") + first_of_group(dataset, CONFLICTING, n, "shift")
+    """The gallery's fixed images (see ``bench.explain_eval.pick_rows``); none → UserError."""
+    rows = fixed_rows(dataset, n)
     if not rows:
         raise UserError(f"dataset {dataset.name} has no test images to show")
     return rows
-
-
-def first_of_group(dataset: BiasedDataset, group: int, n: int, preferred: str) -> list[Row]:
-    """Up to ``n`` images of ``group`` from ``preferred`` or else the first test split having any."""
-    candidates = [preferred] + [s for s in dataset.test_splits if s != preferred]
-    for name in candidates:
-        split = dataset.splits.get(name)
-        if split is None:
-            continue
-        index = (split.group == group).nonzero().flatten()[:n].tolist()
-        if index:
-            return [Row(name, i, group) for i in index]
-    return []
 
 
 def make_columns(run_method: str, methods: list[str], has_teacher: bool) -> list[Column]:
