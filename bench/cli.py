@@ -51,6 +51,10 @@ def build_parser() -> argparse.ArgumentParser:
     report = sub.add_parser("report", help="write the report from the results store")
     report.add_argument("--out", type=Path, default=DEFAULT_OUT)
 
+    board = sub.add_parser("leaderboard", help="regenerate results/leaderboard/ from its committed records")
+    board.add_argument("--add", type=Path, default=None, metavar="DIR",
+                       help="first merge the finished runs of the results folder DIR into the records")
+
     perf = sub.add_parser("perf", help="training images/s per method on this device")
     perf.add_argument("--methods", nargs="*", default=None, help="methods to time (default: all)")
     perf.add_argument("--explanations", nargs="*", default=None,
@@ -153,6 +157,12 @@ def _report(out: Path) -> None:
     print(f"report: {folder / 'report.md'} and {folder / 'index.html'}")
 
 
+def cmd_leaderboard(args: argparse.Namespace) -> None:
+    from reports.leaderboard import update_leaderboard
+
+    print(f"leaderboard: {update_leaderboard(args.add)}")
+
+
 def cmd_perf(args: argparse.Namespace) -> None:
     from bench.perf import format_results, run_perf
     from bench.provenance import device_name
@@ -217,7 +227,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             os.environ[ENV_FLAG] = "1"  # read by the runner, inherited by worker processes
         handlers = {"list": cmd_list, "run": cmd_run, "sweep": cmd_sweep, "perf": cmd_perf,
                     "report": lambda a: _report(a.out), "explain": cmd_explain,
-                    "datasets": cmd_datasets}
+                    "datasets": cmd_datasets, "leaderboard": cmd_leaderboard}
         handlers[args.command](args)
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)

@@ -212,6 +212,17 @@ def hparams_dict(hp: Any) -> dict[str, Any]:
     return dataclasses.asdict(hp)
 
 
+def supervision_budget(method: str, teacher_method: str | None = None) -> list[str]:
+    """What a run of ``method`` uses, in ``SUPERVISION`` order; a teacher's own needs follow as
+    ``teacher:<item>`` (a distilled student inherits the supervision its teacher was trained with)."""
+    own = set(get_method(method).requires)
+    items = [s for s in SUPERVISION if s in own]
+    if "teacher" in own and teacher_method:
+        inherited = set(get_method(teacher_method).requires)
+        items += [f"teacher:{s}" for s in SUPERVISION if s in inherited]
+    return items
+
+
 def check_supervision(method: type[Method], available: set[str]) -> None:
     missing = sorted(set(method.requires) - available)
     if missing:

@@ -20,7 +20,15 @@ from bench.atomic import atomic_torch_save
 from bench.data import Batch, BiasedDataset, load_dataset
 from bench.errors import UserError
 from bench.explain_eval import ExplanationProbe
-from bench.method import Method, MethodContext, check_supervision, create_method, get_method, resolve_hparams
+from bench.method import (
+    Method,
+    MethodContext,
+    check_supervision,
+    create_method,
+    get_method,
+    resolve_hparams,
+    supervision_budget,
+)
 from bench.metrics import evaluate, predict_split
 from bench.models import create_model
 from bench.protocols import get_protocol
@@ -64,7 +72,9 @@ def execute(cfg: RunConfig, store: Store, device: torch.device, progress: bool =
             store.fail(cfg.run_id, str(err))
             print(f"run {cfg.run_id} failed: {err}", file=sys.stderr)
             return store.get(cfg.run_id) or record
-        store.finish(cfg.run_id, final, cost, provenance(device))
+        teacher_method = cfg.teacher["method"] if cfg.teacher else None
+        store.finish(cfg.run_id, final, cost,
+                     {**provenance(device), "supervision": supervision_budget(cfg.method, teacher_method)})
     return store.get(cfg.run_id) or record
 
 

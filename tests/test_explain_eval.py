@@ -17,7 +17,6 @@ from bench.explain_eval import (
     shortcut_fraction,
     shortcut_region,
 )
-from bench.models import create_model
 from bench.runner import execute
 from bench.runs import make_run_config
 from bench.store import Store

@@ -1,14 +1,23 @@
-"""Golden tests of the report built from a small synthetic results store (CPU, a few seconds)."""
+"""Tests of the report built from a small synthetic results store (CPU, a few seconds, no training): values
+computed by hand, and golden files (``tests/golden/report``) of every text output. After an intended change of
+the report, regenerate the golden files with ``UPDATE_GOLDEN=1 python -m pytest tests/test_report.py`` and
+review the diff."""
 from __future__ import annotations
 
+import os
+import re
 from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 
 from bench.errors import UserError
 from bench.store import Store
-from reports.report import STD_NOTE, write_report
+from reports.report import write_report
+
+GOLDEN = Path(__file__).parent / "golden" / "report"
+STRENGTHS = {"erm": (0.3, 0.6), "nd": (0.5, 0.7)}  # cmnist_lff unbiased accuracy at ratio 0.01, 0.05
 
 DATASET = "coloured_mnist"
 # (method, protocol, seed) -> (iid, ood, shift) accuracy at the iid_val and last selections.
@@ -25,6 +34,10 @@ ORACLE_OOD_BONUS = 0.10
 HEADER = "method,dataset,protocol,selection,n_seeds,iid_acc,iid_acc_std,ood_acc,ood_acc_std,shift_acc,shift_acc_std"
 # By hand: mean and sample std (ddof=1) in percent; e.g. erm ood (10, 30) -> 20 ± sqrt(2 * 10²) = 14.14.
 EXPECTED_ROWS = [
+    "erm,cmnist_lff [conflict_ratio=0.01],standard,iid_val,2,99.0,0.0,,,,",
+    "nd,cmnist_lff [conflict_ratio=0.01],standard,iid_val,2,99.0,0.0,,,,",
+    "erm,cmnist_lff [conflict_ratio=0.05],standard,iid_val,2,99.0,0.0,,,,",
+    "nd,cmnist_lff [conflict_ratio=0.05],standard,iid_val,2,99.0,0.0,,,,",
     "erm,coloured_mnist,shifted,iid_val,1,96.0,,20.0,,35.0,",
     "erm,coloured_mnist,shifted,last,1,96.0,,20.0,,35.0,",
     "erm,coloured_mnist,shifted,oracle,1,96.0,,30.0,,35.0,",
@@ -53,8 +66,18 @@ def metrics(method: str, iid: float, ood: float, shift: float, epoch: int) -> di
         "ood_worst_group_acc": ood / 2, "ood_group_acc/aligned": ood, "ood_group_acc/conflicting": ood / 2,
     }
     if method == "distill":
-        flat.update(ood_agreement=0.4, shift_agreement=0.6)
+        flat.update(ood_agreement=0.4, shift_agreement=0.6, **{"ood_group_agreement/conflicting": 0.3},
+                    ood_expl_cosine=0.5, ood_expl_l1=0.25, ood_shortcut_relevance=0.2)
     return flat
+
+
+def gallery_record(scale: float) -> dict[str, Any]:
+    """A tiny saved gallery: two 1×4×4 test images (one aligned, one conflicting) with heatmaps."""
+    maps = torch.arange(32, dtype=torch.float32).view(2, 4, 4) - 16
+    return {"images": (torch.arange(32).view(2, 1, 4, 4) * 8).to(torch.uint8), "labels": torch.tensor([1, 2]),
+            "preds": torch.tensor([1, 0]), "groups": torch.tensor([0, 1]), "splits": ["iid", "shift"],
+            "indices": torch.tensor([0, 5]), "explainer": "lrp", "maps": (maps * scale).half(),
+            "teacher_maps": maps.half(), "teacher_explainer": "lrp"}
 
 
 def build_store(folder: Path) -> None:
@@ -70,7 +93,20 @@ def build_store(folder: Path) -> None:
                  "oracle": metrics(method, iid, ood + ORACLE_OOD_BONUS, shift, 1)}
         cost = {"train_seconds": 120.0, "eval_seconds": 5.0, "wall_seconds": 130.0, "images_per_second": 5000.0,
                 "peak_memory_mb": 512.0, "device": "cpu", "train_images": 600000}
-        store.finish(run_id, final, cost, {"git": "abc"})
+        budget = {"supervision": ["teacher", "teacher:labels", "teacher:debiased_view"]} if method == "distill" else {}
+        store.finish(run_id, final, cost, {"git": "abc", **budget})
+        if protocol == "standard" and method in ("distill", "teacher"):
+            store.run_dir(run_id).mkdir(parents=True, exist_ok=True)
+            torch.save(gallery_record(-1.0 if method == "distill" else 1.0), store.run_dir(run_id) / "explanations.pt")
+    for method, accuracies in STRENGTHS.items():
+        for ratio, unbiased in zip((0.01, 0.05), accuracies, strict=True):
+            for seed in (0, 1):
+                run_id = f"{method}-lff-{ratio}-{seed}"
+                cfg = {**config(method, "standard", seed), "dataset": "cmnist_lff",
+                       "dataset_params": {"conflict_ratio": ratio}}
+                store.ensure_run(run_id, cfg)
+                m = {"val_loss": 0.1, "iid_acc": 0.99, "unbiased_acc": unbiased + 0.02 * seed}
+                store.finish(run_id, {"iid_val": m}, {"train_seconds": 60.0, "device": "cpu"}, {})
     store.ensure_run("erm-standard-2", config("erm", "standard", 2))
     store.fail("erm-standard-2", "CUDA out of memory\nwhile allocating | 2 GiB")
     store.ensure_run("erm-standard-3", config("erm", "standard", 3))
@@ -92,12 +128,13 @@ def test_markdown_tables(report: Path) -> None:
     text = (report / "report.md").read_text()
     headings = [text.index(f"#### Selection: {s}") for s in ("iid_val", "last", "oracle")]
     assert headings == sorted(headings)
-    assert text.count(STD_NOTE) == 8 and "± = standard deviation over seeds" in text
+    assert "± = standard deviation over seeds" in text
     assert "Seeds: 2 per method" in text and "Seeds: 1 per method" in text and "upper bound" in text
-    assert "| teacher | 2 | 94.00 ± 1.41 | 10.00 ± 7.07 | 30.00 ± 0.00 |" in text
-    assert "| erm | 1 | 96.00 ± n/a | 20.00 ± n/a | 35.00 ± n/a |" in text
+    assert "| teacher | labels, debiased view | 2 | 94.00 ± 1.41 | 10.00 ± 7.07 | 30.00 ± 0.00 |" in text
+    assert "| erm | labels | 1 | 96.00 ± n/a | 20.00 ± n/a | 35.00 ± n/a |" in text
     assert "IID−OOD gap" in text and "teacher agreement OOD" in text and "worst-group OOD" in text
-    assert "| distill | 2 | 85.00 ± 7.07 | 55.00 ± 7.07 | 70.00 ± 0.00 | 30.00 ± 14.14 |" in text
+    budget = "teacher(labels, debiased view)"  # recorded in the run's provenance
+    assert f"| distill | {budget} | 2 | 85.00 ± 7.07 | 55.00 ± 7.07 | 70.00 ± 0.00 | 30.00 ± 14.14 |" in text
     assert "| erm | 2.00 | 5000 | 512 | cpu |" in text
     failed_row = ("| erm-standard-2 | erm | coloured_mnist | standard | 2 "
                   "| CUDA out of memory while allocating \\| 2 GiB |")
@@ -106,28 +143,86 @@ def test_markdown_tables(report: Path) -> None:
     assert "![" in text and "](plots/accuracy_coloured_mnist_standard.png)" in text
 
 
+def test_group_and_explanation_tables(report: Path) -> None:
+    text = (report / "report.md").read_text()
+    assert "| method | seeds | OOD: aligned | OOD: conflicting |" in text
+    assert "| distill | 2 | 55.00 ± 7.07 | 27.50 ± 3.54 |" in text  # conflicting = ood / 2
+    assert "### Teacher agreement per group" in text and "| distill | 2 | 30.00 ± 0.00 |" in text
+    assert ("| method | seeds | OOD cosine to teacher | OOD normalised L1 to teacher | OOD relevance on shortcut (%) |"
+            in text)
+    assert "| distill | 2 | 0.500 ± 0.000 | 0.250 ± 0.000 | 20.00 ± 0.00 |" in text
+
+
+def test_leaderboard_intervals_and_paired_test(report: Path) -> None:
+    """95 % t-interval: mean ± t(0.975, 1) · s/√2; paired t-test over seeds 0 and 1 against ERM."""
+    board = (report / "report.md").read_text().split("## Leaderboard")[1].split("\n## ")[0]
+    text = board.split("### coloured_mnist / standard")[1].split("###")[0]
+    # distill OOD 50, 60 → mean 55, s = 7.07, half-width 12.706 · 5 = 63.53; vs ERM (10, 30): diffs 40, 30
+    assert "| distill | teacher(labels, debiased view) | 2 | 85.00 [21.47, 148.53] | 55.00 [-8.53, 118.53] |" in text
+    assert "| +35.00 (p 0.090) |" in text  # t = 35 / (7.07 / √2) = 7, two-sided p with 1 d.o.f. = 0.0903
+    rows = [line.split(" | ")[0] for line in text.splitlines() if line.startswith("| ") and "---" not in line]
+    assert rows[rows.index("| method") + 1:][:3] == ["| distill", "| erm", "| teacher"]  # sorted by OOD accuracy
+
+
+def test_latex_and_table_csvs(report: Path) -> None:
+    tex = (report / "report.tex").read_text()
+    assert tex.startswith("\\documentclass{article}") and tex.rstrip().endswith("\\end{document}")
+    assert tex.count("\\begin{tabular}") == tex.count("\\end{tabular}") > 10
+    assert "85.00 $\\pm$ 7.07" in tex and "\\_" in tex
+    csvs = sorted(p.name for p in (report / "tables").iterdir())
+    assert "accuracy_coloured_mnist_standard_iid_val.csv" in csvs and "leaderboard_coloured_mnist_standard.csv" in csvs
+    first = (report / "tables" / "accuracy_coloured_mnist_standard_iid_val.csv").read_text().splitlines()
+    assert first[0].startswith("method,supervision,seeds,IID,OOD,shift")
+
+
 def test_paper_vs_ours(report: Path) -> None:
     """Published numbers (results/paper) beside ours with Δ = ours − paper; methods without one are left out."""
     text = (report / "report.md").read_text()
-    assert text.count("### Paper vs ours") == 2
+    assert text.count("### Paper vs ours") == 4  # coloured_mnist (Bassi et al.) twice, cmnist_lff (Niu et al.) twice
     assert ("| erm | 1 | 96.00 ± n/a | 100 | -4.00 | 20.00 ± n/a | 16.93 | +3.07 | 35.00 ± n/a | 0.18 | +34.82 |"
             in text)
     assert "| teacher | 2 | 94.00 ± 1.41 | 98.6 | -4.60 |" in text
-    assert "| distill | 2 |" not in text.split("### Paper vs ours")[1].split("###")[0]
+    standard = text.split("## coloured_mnist / standard")[1]
+    assert "| distill | 2 |" not in standard.split("### Paper vs ours")[1].split("###")[0]
 
 
 def test_html_self_contained(report: Path) -> None:
     text = (report / "index.html").read_text()
-    assert text.count('src="data:image/png;base64,') == 4
+    assert text.count('src="data:image/png;base64,') == len(list((report / "plots").iterdir()))
     assert 'src="http' not in text and "<script" not in text and "<link" not in text
     assert "<td>teacher</td>" in text and "Selection: oracle" in text and "CUDA out of memory" in text
 
 
 def test_plots_exist(report: Path) -> None:
     names = sorted(path.name for path in (report / "plots").iterdir())
-    assert names == ["accuracy_coloured_mnist_shifted.png", "accuracy_coloured_mnist_standard.png",
-                     "curves_coloured_mnist_shifted.png", "curves_coloured_mnist_standard.png"]
+    assert names == ["accuracy_cmnist_lff-conflict_ratio-0.01-_standard.png",
+                     "accuracy_cmnist_lff-conflict_ratio-0.05-_standard.png",
+                     "accuracy_coloured_mnist_shifted.png", "accuracy_coloured_mnist_standard.png",
+                     "cost_cmnist_lff-conflict_ratio-0.01-_standard.png",
+                     "cost_cmnist_lff-conflict_ratio-0.05-_standard.png",
+                     "cost_coloured_mnist_shifted.png", "cost_coloured_mnist_standard.png",
+                     "curves_coloured_mnist_shifted.png", "curves_coloured_mnist_standard.png",
+                     "gallery_coloured_mnist_standard.png", "strength_cmnist_lff_standard.png"]
     assert all((report / "plots" / n).read_bytes().startswith(b"\x89PNG") for n in names)
+
+
+def test_golden_files(report: Path) -> None:
+    """Every text output equals its golden file (HTML with its inlined PNGs replaced by their file names)."""
+    outputs = {"report.md": (report / "report.md").read_text(), "summary.csv": (report / "summary.csv").read_text(),
+               "report.tex": (report / "report.tex").read_text(), "index.html": html_without_images(report)}
+    outputs.update({f"tables/{p.name}": p.read_text() for p in sorted((report / "tables").iterdir())})
+    if os.environ.get("UPDATE_GOLDEN"):
+        for name, text in outputs.items():
+            (GOLDEN / name).parent.mkdir(parents=True, exist_ok=True)
+            (GOLDEN / name).write_text(text)
+    golden = {str(p.relative_to(GOLDEN)): p.read_text() for p in sorted(GOLDEN.rglob("*")) if p.is_file()}
+    assert sorted(golden) == sorted(outputs)
+    for name, text in outputs.items():
+        assert text == golden[name], f"{name} differs from tests/golden/report/{name} (see the module docstring)"
+
+
+def html_without_images(report: Path) -> str:
+    return re.sub(r'src="data:image/png;base64,[^"]+"', 'src="(png)"', (report / "index.html").read_text())
 
 
 def test_regeneration_is_byte_identical(report: Path) -> None:
