@@ -19,7 +19,7 @@ from bench.errors import UserError
 from bench.store import Store
 from reports.blocks import Block, Heading, Para, Table, markdown, slug, table_csv
 from reports.records import report_data
-from reports.splits import label, splits_of
+from reports.splits import has_groups, label, splits_of
 from reports.stats import ALPHA, CONFIDENCE, paired_comparison, t_interval
 
 LEADERBOARD_DIR = Path(__file__).resolve().parent.parent / "results" / "leaderboard"
@@ -97,7 +97,8 @@ def leaderboard_table(dataset: str, protocol: str, finals: pd.DataFrame, runs: l
                if run["dataset"] == dataset and run["protocol"] == protocol}
     per_seed = {method: rows.set_index("seed") for method, rows in chosen.groupby("method", sort=True)}
     baseline = baseline_of(list(per_seed))
-    worst = [s for s in splits if f"{s}_worst_group_acc" in chosen and chosen[f"{s}_worst_group_acc"].notna().any()]
+    worst = [s for s in splits if f"{s}_worst_group_acc" in chosen and chosen[f"{s}_worst_group_acc"].notna().any()
+             and has_groups(chosen.dropna(axis=1, how="all").columns, s)]
     order = sorted(per_seed, key=lambda m: (-per_seed[m][f"{headline}_acc"].astype(float).mean(), m))
     rows = []
     for method in order:

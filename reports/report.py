@@ -23,7 +23,7 @@ from reports.blocks import Block, Heading, Para, Plot, Table, html_page, latex_d
 from reports.leaderboard import leaderboard_table, supervision_text
 from reports.paper import METRIC_LABELS, comparison_rows, load_reference, reference_columns
 from reports.records import ID_COLUMNS, ReportData, read_store
-from reports.splits import SPLIT_LABELS, label, splits_of
+from reports.splits import SPLIT_LABELS, has_groups, label, splits_of
 
 GROUP_KEYS = ["method", "dataset", "protocol", "selection"]
 SUMMARY_SPLITS = ("iid", "ood", "shift")
@@ -207,7 +207,8 @@ def accuracy_table(rows: pd.DataFrame, selection: str, budgets: dict[str, str], 
     splits = [s for s in splits_of(rows.columns, "_acc_mean") if s != "val"]
     gaps = [s for s in splits if present(rows, f"iid_{s}_gap_mean")]
     agreements = [s for s in splits if s != "iid" and present(rows, f"{s}_agreement_mean")]
-    worst = [s for s in splits if present(rows, f"{s}_worst_group_acc_mean")]
+    worst = [s for s in splits if present(rows, f"{s}_worst_group_acc_mean")
+             and has_groups([c.removesuffix("_mean") for c in rows.columns], s)]
     columns = (["method", "supervision", "seeds"] + [label(s) for s in splits]
                + [f"IID−{label(s)} gap" for s in gaps] + [f"teacher agreement {label(s)}" for s in agreements]
                + [f"worst-group {label(s)}" for s in worst])

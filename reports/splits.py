@@ -18,3 +18,8 @@ def splits_of(columns: Any, suffix: str = "_acc") -> list[str]:
 
 def label(split: str) -> str:
     return SPLIT_LABELS.get(split, split)
+
+
+def has_groups(columns: Any, split: str) -> bool:
+    """Whether ``split`` has at least two groups (so that its worst-group accuracy says something)."""
+    return sum(1 for col in columns if str(col).startswith(f"{split}_group_acc/")) >= 2
