@@ -420,8 +420,8 @@ def gallery_blocks(dataset: str, protocol: str, data: ReportData) -> list[Block]
                 for method, r in sorted(same.items()) if teacher is None or not is_teacher(method)]
     images = first["images"].numpy()
     groups = first["groups"].tolist()
-    row_labels = [f"{first['splits'][i]} #{int(first['indices'][i])}\n{'aligned' if g == 0 else 'conflicting'}"
-                  for i, g in enumerate(groups)]
+    row_labels = [f"{first['splits'][i]} #{int(first['indices'][i])}\nlabel {int(first['labels'][i])}\n"
+                  f"{'aligned' if g == 0 else 'conflicting'}" for i, g in enumerate(groups)]
     png = plots.render(plots.gallery_size(len(images), len(columns)),
                        lambda fig: plots.draw_gallery(fig, images, row_labels, columns), dpi=80)
     title = (f"{dataset} / {protocol}: heatmaps of the true class on the same bias-aligned and bias-conflicting test"
