@@ -247,14 +247,13 @@ def group_tables(rows: pd.DataFrame, stem: str) -> list[Block]:
 
 def explanation_table(rows: pd.DataFrame, stem: str) -> list[Block]:
     """Heatmap similarity to the teacher and relevance on the known shortcut region, per test split."""
-    metrics = [f"{s}_{m}" for s in splits_of(rows.columns, "_acc_mean") for m in EXPLANATION_METRICS
-               if present(rows, f"{s}_{m}_mean")]
-    if not metrics:
+    pairs = [(s, m) for s in splits_of(rows.columns, "_acc_mean") for m in EXPLANATION_METRICS
+             if present(rows, f"{s}_{m}_mean")]
+    if not pairs:
         return []
-    columns = ["method", "seeds"] + [f"{label(m.split('_', 1)[0])} {EXPLANATION_METRICS[m.split('_', 1)[1]]}"
-                                     for m in metrics]
-    cells = [[row["method"], str(row["n_seeds"])] + [pm(row, m, 2 if m.endswith("relevance") else 3)
-                                                      for m in metrics]
+    columns = ["method", "seeds"] + [f"{label(s)} {EXPLANATION_METRICS[m]}" for s, m in pairs]
+    cells = [[row["method"], str(row["n_seeds"])] + [pm(row, f"{s}_{m}", 2 if m == "shortcut_relevance" else 3)
+                                                      for s, m in pairs]
              for _, row in rows.sort_values("method").iterrows()]
     note = ("Heatmaps: LRP-ε (ε = 0.01; Gradient×Input where LRP has no rule for the model) of the true class on"
             " the first 256 images of each test split, summed over channels. Cosine: mean cosine similarity to the"

@@ -93,7 +93,7 @@ def test_paper_nd_cmnist_compares_per_ratio(tmp_path: Path) -> None:
     counts = run_sweep(configs, tmp_path, device="cpu", progress=False)
     assert counts["finished"] == len(configs) == 4
     report = (write_report(tmp_path) / "report.md").read_text()
-    section = report.split("cmnist_lff [conflict_ratio=0.005]")[1]
+    section = report.split("\n## cmnist_lff [conflict_ratio=0.005] / fast")[1]
     comparison = section.split("### Paper vs ours")[1].split("###")[0]
     nd_row = next(line for line in comparison.splitlines() if line.startswith("| neuron_diff |"))
     assert "| 93.68 |" in nd_row
