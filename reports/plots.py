@@ -66,15 +66,22 @@ def draw_curves(fig: Figure, curves: pd.DataFrame, splits: list[str], labels: di
 
 
 def draw_strength(fig: Figure, frame: pd.DataFrame, parameter: str, metrics: list[str],
-                  labels: dict[str, str]) -> None:
+                  labels: dict[str, str], paper: pd.DataFrame | None = None) -> None:
     """One panel per metric: mean (± std over seeds) against the dataset parameter, one line per method.
-    ``frame``: one row per run with ``method``, ``value`` (the parameter) and the metric columns (fractions)."""
+    ``frame``: one row per run with ``method``, ``value`` (the parameter) and the metric columns (fractions).
+    ``paper``: published values (``method``, ``value``, ``metric``, ``paper`` in percent), drawn dashed."""
     axes = fig.subplots(1, len(metrics), sharey=True, squeeze=False)[0]
     for ax, metric in zip(axes, metrics, strict=False):
         for i, (method, rows) in enumerate(frame.groupby("method", sort=True)):
             stats = rows.groupby("value")[metric].agg(["mean", "std"]).sort_index() * 100
             ax.errorbar(stats.index, stats["mean"], yerr=stats["std"].fillna(0), marker="o", markersize=4,
                         capsize=3, label=method, color=f"C{i % 10}")
+            published = pd.DataFrame() if paper is None else paper[(paper["method"] == method)
+                                                                    & (paper["metric"] == metric)]
+            if not published.empty:
+                published = published.sort_values("value")
+                ax.plot(published["value"], published["paper"], linestyle="--", marker="x", color=f"C{i % 10}",
+                        label=f"{method} (paper)")
         ax.set_title(labels.get(metric, metric))
         ax.set_xlabel(parameter)
         if frame["value"].min() > 0 and frame["value"].max() / frame["value"].min() >= 8:

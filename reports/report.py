@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import json
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -385,12 +386,28 @@ def strength_section(data: ReportData) -> list[Block]:
         if table["value"].nunique() < 2 or not metrics:
             continue
         labels = {f"{s}_acc": f"{label(s)} accuracy" for s in splits_of(table.columns)}
+        paper = published_against(family, parameter)
         png = plots.render((4 * len(metrics), 3.5), functools.partial(plots.draw_strength, frame=table,
                                                                         parameter=parameter, metrics=metrics,
-                                                                        labels=labels))
+                                                                        labels=labels, paper=paper))
         blocks.append(Plot(f"{family} / {protocol}: accuracy against {parameter} (iid_val selection; mean ± std over"
-                           " seeds)", f"strength_{slug(family + '_' + protocol)}.png", png))
+                           " seeds; dashed: the paper's numbers where published, in its own setting)",
+                           f"strength_{slug(family + '_' + protocol)}.png", png))
     return [Heading(2, "Bias strength"), *blocks] if blocks else []
+
+
+def published_against(family: str, parameter: str) -> pd.DataFrame:
+    """Reference accuracies for ``family`` run at several values of ``parameter`` (read off the reference's
+    dataset labels, e.g. ``cmnist_lff [conflict_ratio=0.01]``): method, value, metric (``<split>_acc``), paper."""
+    reference = load_reference()
+    pattern = re.compile(rf"^{re.escape(family)} \[{re.escape(parameter)}=([0-9.eE+-]+)\]$")
+    rows = []
+    for ref in reference[reference["metric"] == "acc"].itertuples():
+        match = pattern.match(str(ref.dataset))
+        if match and not pd.isna(ref.value):
+            rows.append({"method": ref.method, "value": float(match.group(1)), "metric": f"{ref.split}_acc",
+                         "paper": float(ref.value)})
+    return pd.DataFrame(rows, columns=["method", "value", "metric", "paper"])
 
 
 # --- galleries ------------------------------------------------------------------------------
