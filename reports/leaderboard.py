@@ -31,7 +31,8 @@ SUPERVISION_LABELS = {"labels": "labels", "group_labels": "group labels", "masks
                       "debiased_view": "debiased view", "unbiased_validation": "unbiased validation"}
 NOTE = (f"Selection: {SELECTION} (the epoch with the lowest loss on the biased IID validation split; no OOD labels). "
         f"Cells: mean over seeds [{CONFIDENCE:.0%} Student-t confidence interval of the mean; none with one seed], in"
-        f" percent. Δ {BASELINE.upper()}: mean seed-paired difference to {BASELINE.upper()} on the first non-IID split,"
+        f" percent; intervals are not clipped to [0, 100]. Δ {BASELINE.upper()}: mean seed-paired difference to"
+        f" {BASELINE.upper()} on the first non-IID split,"
         f" with the two-sided paired t-test's p-value over the common seeds; ▲/▼ = significantly better/worse at"
         f" p < {ALPHA}. Supervision: what the method uses; 'teacher(...)' is what its teacher was trained with."
         " Rows are sorted by the first non-IID split.")
@@ -123,8 +124,11 @@ def versus_baseline(method: str, baseline: str | None, per_seed: dict[str, pd.Da
     result = paired_comparison(ours, base)
     if result.n == 0:
         return "no common seed"
-    p = "n/a" if math.isnan(result.p_value) else f"{result.p_value:.3f}"
-    return f"{result.difference:+.2f} (p {p}){' ' + result.mark if result.mark else ''}"
+    if math.isnan(result.p_value):
+        p = "p n/a"
+    else:
+        p = "p < 0.001" if result.p_value < 0.001 else f"p {result.p_value:.3f}"
+    return f"{result.difference:+.2f} ({p}){' ' + result.mark if result.mark else ''}"
 
 
 # --- the committed leaderboard ------------------------------------------------------------------

@@ -21,6 +21,7 @@ import torch
 from bench.atomic import atomic_write_bytes, atomic_write_text
 from reports import plots
 from reports.blocks import Block, Heading, Para, Plot, Table, html_page, latex_document, markdown, slug, table_csv
+from reports.leaderboard import NOTE as LEADERBOARD_NOTE
 from reports.leaderboard import leaderboard_table, supervision_text
 from reports.paper import METRIC_LABELS, comparison_rows, load_reference, reference_columns
 from reports.records import ID_COLUMNS, ReportData, read_store
@@ -164,7 +165,7 @@ def is_teacher(method: str) -> bool:
 
 
 def leaderboard_section(data: ReportData) -> list[Block]:
-    blocks: list[Block] = [Heading(2, "Leaderboard")]
+    blocks: list[Block] = [Heading(2, "Leaderboard"), Para(LEADERBOARD_NOTE)]
     for (dataset, protocol), finals in data.finals.groupby(["dataset", "protocol"], sort=True):
         blocks += leaderboard_table(dataset, protocol, finals, data.runs)
     return blocks
