@@ -143,7 +143,8 @@ def latex_document(blocks: list[Block], title: str) -> str:
         elif isinstance(block, Para):
             body.append(latex_escape(block.text))
         elif isinstance(block, Plot):
-            body.append(r"\begin{figure}[h]\centering\includegraphics[width=\linewidth]{plots/" + block.name + "}"
+            stem = block.name.removesuffix(".png")  # braces: graphicx would read a dot in the stem as the extension
+            body.append(r"\begin{figure}[h]\centering\includegraphics[width=\linewidth]{{plots/" + stem + "}.png}"
                         + r"\caption{" + latex_escape(block.title) + r"}\end{figure}")
         else:
             body.append(r"\begin{table}[h]\centering\resizebox{\linewidth}{!}{%" + "\n" + latex_table(block) + "}"
