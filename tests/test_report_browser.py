@@ -1,5 +1,6 @@
-"""The HTML report opens in a real browser: headless Chromium renders it to a screenshot that shows tables,
-plots and the gallery (skipped where Chromium is not installed, e.g. CI; install Debian's `chromium`)."""
+"""The report opens where readers open it: headless Chromium renders the HTML to a screenshot that shows tables,
+plots and the gallery, and pdflatex compiles the LaTeX report (each skipped where the tool is not installed,
+e.g. in CI; Debian packages `chromium` and `texlive-latex-recommended`)."""
 from __future__ import annotations
 
 import shutil
@@ -36,3 +37,16 @@ def test_html_report_renders_tables_plots_and_gallery(tmp_path: Path) -> None:
     assert (rows > 0.05).mean() > 0.3  # a large part of the page has content, not a blank or error page
     colourful = np.abs(pixels[..., 0] - pixels[..., 2]) > 0.3  # the heatmaps' red/blue and plot colours
     assert colourful.sum() > 10_000
+
+
+PDFLATEX = shutil.which("pdflatex")
+
+
+@pytest.mark.skipif(PDFLATEX is None, reason="pdflatex is not installed (Debian: texlive-latex-recommended)")
+def test_latex_report_compiles(tmp_path: Path) -> None:
+    build_store(tmp_path)
+    report = write_report(tmp_path)
+    result = subprocess.run([PDFLATEX, "-interaction=nonstopmode", "-halt-on-error", "report.tex"], cwd=report,
+                            capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0, result.stdout[-2000:]
+    assert (report / "report.pdf").stat().st_size > 10_000
