@@ -48,6 +48,11 @@ class Split:
     def tensors(self) -> dict[str, Tensor | None]:
         return {k: getattr(self, k) for k in TENSOR_FIELDS}
 
+    def view_images(self, view: str) -> Tensor:
+        """The uint8 images of ``view`` ("x" or "x_debiased"), or ``x`` where this split lacks that view."""
+        images = getattr(self, view)
+        return self.x if images is None else images
+
     def batch(self, index: Tensor, views: tuple[str, ...] = ("x", "x_debiased")) -> Batch:
         """The images at ``index`` as floats in [0, 1] (``x`` always, ``x_debiased`` when ``views`` lists
         it and the split has it) with their labels, attributes and masks."""

@@ -124,11 +124,11 @@ class ExplanationProbe:
         self.explainer = ""
         self.teacher_explainer = ""
         self.teacher_maps: dict[str, Tensor] = {}
+        self.teacher_gallery: dict[str, Any] = {}  # the teacher is frozen: its gallery maps are computed once
 
     def _images(self, name: str, view: str) -> tuple[Tensor, Tensor]:
         split = self.splits[name]
-        images = getattr(split, view) if getattr(split, view) is not None else split.x
-        return to_float_images(images[: self.n[name]]), split.y[: self.n[name]]
+        return to_float_images(split.view_images(view)[: self.n[name]]), split.y[: self.n[name]]
 
     def _teacher_maps(self) -> dict[str, Tensor]:
         if self.teacher is None or self.teacher_maps:
@@ -174,18 +174,14 @@ class ExplanationProbe:
             "indices": torch.tensor([r.index for r in self.rows]), "explainer": self.explainer,
             "maps": input_maps(model, x, y, self.explainer, self.batch_size).half().cpu(),
         }
-        if self.teacher is not None:
+        if self.teacher is not None and not self.teacher_gallery:
             tx, _ = self._row_images(self.teacher_view)
             self.teacher_explainer = self.teacher_explainer or choose_explainer(self.teacher, tx)
             teacher_maps = input_maps(self.teacher, tx, y, self.teacher_explainer, self.batch_size)
-            record["teacher_maps"] = teacher_maps.half().cpu()
-            record["teacher_explainer"] = self.teacher_explainer
-        return record
+            self.teacher_gallery = {"teacher_maps": teacher_maps.half().cpu(),
+                                    "teacher_explainer": self.teacher_explainer}
+        return {**record, **self.teacher_gallery}
 
     def _row_images(self, view: str) -> tuple[Tensor, Tensor]:
-        images = []
-        for row in self.rows:
-            split = self.splits[row.split]
-            source = getattr(split, view) if getattr(split, view) is not None else split.x
-            images.append(source[row.index])
-        return to_float_images(torch.stack(images)), torch.stack([self.splits[r.split].y[r.index] for r in self.rows])
+        images = torch.stack([self.splits[r.split].view_images(view)[r.index] for r in self.rows])
+        return to_float_images(images), torch.stack([self.splits[r.split].y[r.index] for r in self.rows])

@@ -15,7 +15,7 @@ from bench.data import BiasedDataset, Split, to_float_images
 @torch.no_grad()
 def predict_split(predict: Callable[[Tensor], Tensor], split: Split, batch_size: int, view: str = "x") -> Tensor:
     """Predicted class of every image of ``split`` (on the device)."""
-    images = getattr(split, view)
+    images = split.view_images(view)
     preds = [predict(to_float_images(images[i:i + batch_size])).argmax(1) for i in range(0, len(split), batch_size)]
     return torch.cat(preds)
 
@@ -61,7 +61,7 @@ def evaluate(predict: Callable[[Tensor], Tensor], dataset: BiasedDataset, batch_
     metrics: dict[str, float] = {}
     for name in splits:
         split = dataset.splits[name]
-        preds = predict_split(predict, split, batch_size, view if getattr(split, view) is not None else "x")
+        preds = predict_split(predict, split, batch_size, view)
         metrics.update(split_metrics(name, split, preds, dataset.group_names,
                                      None if teacher_preds is None else teacher_preds.get(name)))
     return add_gaps(metrics)

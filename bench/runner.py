@@ -211,7 +211,7 @@ class _Training:
             return None
         view = self.dataset.teacher_view
         return {name: predict_split(self.teacher, split, self.protocol.eval_batch_size,
-                                    view if getattr(split, view) is not None else "x")
+                                    view)
                 for name, split in self.dataset.splits.items() if name != "train"}
 
     # --- checkpoints ------------------------------------------------------------------------

@@ -11,7 +11,9 @@ import html
 import io
 import re
 from dataclasses import dataclass
-from typing import Union
+from typing import Any, Union
+
+import pandas as pd
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,13 @@ class Plot:
 
 
 Block = Union[Heading, Para, Table, Plot]  # noqa: UP007 (a runtime alias: `|` needs Python 3.10+)
+
+
+def mean_std(mean: Any, std: Any, digits: int = 2) -> str:
+    """``mean ± std`` ("n/a" for an undefined std, "–" for a missing mean)."""
+    if mean is None or pd.isna(mean):
+        return "–"
+    return f"{mean:.{digits}f} ± {'n/a' if std is None or pd.isna(std) else f'{std:.{digits}f}'}"
 
 
 def slug(text: str) -> str:

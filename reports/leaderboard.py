@@ -53,6 +53,12 @@ def supervision_items(run: dict[str, Any]) -> list[str] | None:
         return None
 
 
+def budgets(runs: list[dict[str, Any]], dataset: str, protocol: str) -> dict[str, str]:
+    """Method label → supervision text, for the runs of one dataset × protocol."""
+    return {run["method"]: supervision_text(run) for run in runs
+            if run["dataset"] == dataset and run["protocol"] == protocol}
+
+
 def supervision_text(run: dict[str, Any]) -> str:
     """e.g. ``teacher(labels, debiased view)`` or ``labels``."""
     items = supervision_items(run)
@@ -94,8 +100,7 @@ def leaderboard_table(dataset: str, protocol: str, finals: pd.DataFrame, runs: l
     headline = next((s for s in splits if s != "iid"), splits[0] if splits else None)
     if headline is None:
         return []
-    budgets = {run["method"]: supervision_text(run) for run in runs
-               if run["dataset"] == dataset and run["protocol"] == protocol}
+    supervision = budgets(runs, dataset, protocol)
     per_seed = {method: rows.set_index("seed") for method, rows in chosen.groupby("method", sort=True)}
     baseline = baseline_of(list(per_seed))
     worst = [s for s in splits if f"{s}_worst_group_acc" in chosen and chosen[f"{s}_worst_group_acc"].notna().any()
@@ -105,7 +110,7 @@ def leaderboard_table(dataset: str, protocol: str, finals: pd.DataFrame, runs: l
     for method in order:
         seeds = per_seed[method]
         values = {s: (seeds[f"{s}_acc"].astype(float) * 100).dropna().tolist() for s in splits}
-        row = [method, budgets.get(method, "?"), str(len(seeds))] + [cell(values[s]) for s in splits]
+        row = [method, supervision.get(method, "?"), str(len(seeds))] + [cell(values[s]) for s in splits]
         row += [cell((seeds[f"{s}_worst_group_acc"].astype(float) * 100).dropna().tolist()) for s in worst]
         row.append(versus_baseline(method, baseline, per_seed, headline))
         rows.append(row)

@@ -5,6 +5,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from reports.blocks import mean_std
+
 PAPER_DIR = Path(__file__).resolve().parent.parent / "results" / "paper"
 REFERENCE_COLUMNS = ["source", "method", "paper_method", "dataset", "paper_dataset", "split", "metric", "value",
                      "note"]
@@ -57,7 +59,7 @@ def comparison_rows(ours: pd.DataFrame, reference: pd.DataFrame, dataset: str,
 
 def _cells(row: pd.Series, paper: pd.DataFrame, key: str) -> list[str]:
     mean, std = row.get(f"{key}_mean"), row.get(f"{key}_std")
-    ours = "–" if pd.isna(mean) else f"{mean:.2f} ± {'n/a' if pd.isna(std) else f'{std:.2f}'}"
+    ours = mean_std(mean, std)
     if paper.empty:
         return [ours, "–", "–"]
     value, note = paper["value"].iloc[0], str(paper["note"].iloc[0])

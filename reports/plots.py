@@ -4,7 +4,6 @@ explanation gallery of a dataset (the same test images, the teacher's heatmap an
 from __future__ import annotations
 
 import io
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -141,6 +140,3 @@ def draw_gallery(fig: Figure, images: np.ndarray, row_labels: list[str], columns
 def gallery_size(n_rows: int, n_columns: int) -> tuple[float, float]:
     return 1.6 + 1.3 * (n_columns + 1), 0.4 + 1.3 * n_rows
 
-
-def finite(value: float) -> bool:
-    return not (value is None or math.isnan(value))

@@ -20,9 +20,21 @@ import torch
 
 from bench.atomic import atomic_write_bytes, atomic_write_text
 from reports import plots
-from reports.blocks import Block, Heading, Para, Plot, Table, html_page, latex_document, markdown, slug, table_csv
+from reports.blocks import (
+    Block,
+    Heading,
+    Para,
+    Plot,
+    Table,
+    html_page,
+    latex_document,
+    markdown,
+    mean_std,
+    slug,
+    table_csv,
+)
 from reports.leaderboard import NOTE as LEADERBOARD_NOTE
-from reports.leaderboard import leaderboard_table, supervision_text
+from reports.leaderboard import budgets, leaderboard_table
 from reports.paper import METRIC_LABELS, comparison_rows, load_reference, reference_columns
 from reports.records import ID_COLUMNS, ReportData, read_store
 from reports.splits import SPLIT_LABELS, has_groups, label, splits_of
@@ -121,10 +133,7 @@ def summary_csv(aggregate: pd.DataFrame) -> str:
 # --- splits and cells -----------------------------------------------------------------------
 def pm(row: pd.Series, metric: str, digits: int = 2) -> str:
     """``mean ± std`` of ``metric`` in an aggregate row."""
-    mean, std = row.get(f"{metric}_mean", math.nan), row.get(f"{metric}_std", math.nan)
-    if pd.isna(mean):
-        return "–"
-    return f"{mean:.{digits}f} ± {'n/a' if pd.isna(std) else f'{std:.{digits}f}'}"
+    return mean_std(row.get(f"{metric}_mean", math.nan), row.get(f"{metric}_std", math.nan), digits)
 
 
 def number(value: Any, digits: int) -> str:
@@ -177,12 +186,11 @@ def section(dataset: str, protocol: str, finals: pd.DataFrame, aggregate: pd.Dat
     here = aggregate[(aggregate["dataset"] == dataset) & (aggregate["protocol"] == protocol)]
     stem = slug(f"{dataset}_{protocol}")
     chosen = here[here["selection"] == "iid_val"].dropna(axis=1, how="all")
-    budgets = {run["method"]: supervision_text(run) for run in data.runs
-               if run["dataset"] == dataset and run["protocol"] == protocol}
+    supervision = budgets(data.runs, dataset, protocol)
     blocks: list[Block] = [Heading(2, f"{dataset} / {protocol}"), Heading(3, "Accuracy")]
     for selection in ordered_selections(here["selection"]):
         rows = here[here["selection"] == selection].dropna(axis=1, how="all")
-        blocks += accuracy_table(rows, selection, budgets, f"accuracy_{stem}_{selection}")
+        blocks += accuracy_table(rows, selection, supervision, f"accuracy_{stem}_{selection}")
     blocks += group_tables(chosen, stem)
     blocks += explanation_table(chosen, stem)
     blocks += paper_table(dataset, protocol, chosen, stem)
