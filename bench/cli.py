@@ -83,6 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--retry-failed", action="store_true", help="run failed runs again (default: keep them)")
+    parser.add_argument("--reuse-stale", action="store_true",
+                        help="keep finished runs whose code has changed since (default: run them again)")
     parser.add_argument("--device", default="auto", help="cpu | cuda | auto (GPU when there is one)")
     parser.add_argument("--cuda-graphs", action="store_true",
                         help="capture capturable training steps as whole-step CUDA graphs (GPU only)")
@@ -122,7 +125,8 @@ def cmd_run(args: argparse.Namespace) -> None:
                           dataset_params=parse_assignments(args.data, "--data"), model=args.model,
                           teacher_hparams=parse_assignments(args.teacher_hp, "--teacher-hp"))
     store = Store(args.out)
-    record = execute(cfg, store, device, progress=not args.quiet)
+    record = execute(cfg, store, device, progress=not args.quiet, retry_failed=args.retry_failed,
+                     reuse_stale=args.reuse_stale)
     _print_record(record)
     if record["status"] != "finished":
         sys.exit(1)
@@ -143,11 +147,17 @@ def cmd_sweep(args: argparse.Namespace, suite_name: str | None = None) -> None:
 
     suite = get_suite(suite_name or args.suite)
     configs = suite.expand(seeds=args.seeds, protocol=args.protocol)
-    counts = run_sweep(configs, args.out, args.device, args.executor, args.workers, progress=not args.quiet)
+    counts = run_sweep(configs, args.out, args.device, args.executor, args.workers, progress=not args.quiet,
+                       retry_failed=args.retry_failed, reuse_stale=args.reuse_stale)
     print(f"suite {suite.name}: {len(configs)} runs: {counts['finished']} finished "
           f"({counts['skipped']} already done), {counts['failed']} failed")
+    for line in counts["failed_runs"]:
+        print(f"  failed: {line}")
     if not args.no_report:
         _report(args.out)
+    if counts["failed"]:
+        print("some runs failed (see above); fix them and re-run with --retry-failed", file=sys.stderr)
+        sys.exit(1)
 
 
 def _report(out: Path) -> None:

@@ -30,7 +30,6 @@ PROBE_SIZE = 256
 GALLERY_PER_GROUP = 4
 LRP_EPS = 0.01
 FALLBACK_EXPLAINER = "gradinput"
-ALIGNED, CONFLICTING = 0, 1
 
 
 @dataclass(frozen=True)
@@ -43,20 +42,24 @@ class Row:
 
 
 def pick_rows(dataset: BiasedDataset, n: int) -> list[Row]:
-    """The first ``n`` bias-aligned images of ``iid`` and the first ``n`` bias-conflicting ones of ``shift``
-    (each falling back to the first test split that has such images)."""
-    return first_of_group(dataset, ALIGNED, n, "iid") + first_of_group(dataset, CONFLICTING, n, "shift")
+    """The first ``n`` bias-aligned images of the IID test split and the first ``n`` bias-conflicting ones of
+    the last shifted split (each falling back to the other test splits; group kinds from the dataset's roles)."""
+    roles = dataset.roles
+    iid = [roles.iid] if roles.iid else []
+    return (first_of_kind(dataset, "aligned", n, [*iid, *roles.shifted])
+            + first_of_kind(dataset, "conflicting", n, [*reversed(roles.shifted), *iid]))
 
 
-def first_of_group(dataset: BiasedDataset, group: int, n: int, preferred: str) -> list[Row]:
-    """Up to ``n`` images of ``group`` from ``preferred`` or else the first test split having any."""
-    for name in [preferred] + [s for s in dataset.test_splits if s != preferred]:
-        split = dataset.splits.get(name)
-        if split is None:
-            continue
-        index = (split.group == group).nonzero().flatten()[:n].tolist()
+def first_of_kind(dataset: BiasedDataset, kind: str, n: int, preferred: list[str]) -> list[Row]:
+    """Up to ``n`` images whose group is of ``kind``, from the first of ``preferred`` (then the other test
+    splits) that has any."""
+    groups = dataset.roles.groups_of_kind(kind)
+    for name in dict.fromkeys([*preferred, *dataset.test_splits]):
+        split = dataset.splits[name]
+        found = torch.isin(split.group, torch.tensor(groups, device=split.group.device)).nonzero().flatten()
+        index = found[:n].tolist()
         if index:
-            return [Row(name, i, group) for i in index]
+            return [Row(name, i, int(split.group[i])) for i in index]
     return []
 
 

@@ -3,13 +3,15 @@ owns epochs, evaluation, checkpoints, logging, timing and selection.
 
 A method file defines one class, decorated with ``@register_method("name")``, with:
 - a docstring citing its paper and equations;
-- ``Hparams``: a dataclass subclassing ``TrainHparams`` whose defaults are the paper's protocol,
-  ``dataset_overrides``: per-dataset overrides, and ``protocols``: per-protocol overrides
-  (e.g. ``{"fast": {"epochs": 2}}``);
-- ``requires``: its supervision budget (subset of ``SUPERVISION``);
+- ``Hparams``: a dataclass subclassing ``TrainHparams`` whose defaults are the paper's protocol, and
+  ``protocols``: per-protocol overrides (e.g. ``{"fast": {"epochs": 2}}``);
+- ``requires``: its supervision budget (subset of ``SUPERVISION``). The engine enforces it: batches and
+  the whole-split views in ``MethodContext`` hold only the fields it grants (``bench.data.GRANTED_BY``),
+  and reading another raises ``BudgetViolation``; no method ever sees a test split;
 - ``build()``, ``step(batch) -> dict of scalar tensors`` (no host sync), ``predict(x) -> logits``,
-  optionally ``val_loss(batch)`` (the validation objective used for IID-validation selection) and
-  ``on_epoch_start(epoch)`` (schedules, whole-training-set stages).
+  optionally ``val_loss(batch)`` (the validation objective used for IID-validation selection),
+  ``selectable()`` (whether the current epoch may be selected) and ``on_epoch_start(epoch)`` (schedules,
+  whole-training-set stages).
 """
 from __future__ import annotations
 
@@ -23,11 +25,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from bench.config import build_dataclass
-from bench.data import Batch, BiasedDataset
+from bench.data import Batch, BiasedDataset, Budget, BudgetedSplit
 from bench.errors import UserError
 from bench.registry import Registry, import_all_modules
 
-SUPERVISION = ("labels", "group_labels", "masks", "teacher", "debiased_view", "unbiased_validation")
+# What a method may be given to train on. (Selection-time data, such as an unbiased validation split, is a
+# property of the selection rule, not of the method: see ``bench.selection``.)
+SUPERVISION = ("labels", "group_labels", "masks", "teacher", "debiased_view")
 
 
 @dataclass
@@ -54,18 +58,21 @@ class TrainHparams:
 
 @dataclass
 class MethodContext:
-    """Everything a method may use to build itself."""
+    """Everything a method may use to build itself: no dataset, only budgeted views of its training and
+    validation splits (``train``/``val``: for whole-split work such as re-assignment or pre-computed teacher
+    outputs; training batches still come from the runner)."""
 
     hp: Any
     num_classes: int
     image_shape: tuple[int, int, int]
     model_name: str
     device: torch.device
+    budget: Budget
     teacher: nn.Module | None = None
     teacher_view: str = "x"
     create_model: Callable[[], nn.Module] | None = None
-    dataset: BiasedDataset | None = None  # for methods that work on the whole training set (re-assignment,
-    #                                       pre-computed teacher outputs); batches still come from the runner
+    train: BudgetedSplit | None = None
+    val: BudgetedSplit | None = None
 
 
 class Method:
@@ -73,7 +80,6 @@ class Method:
 
     Hparams: ClassVar[type] = TrainHparams
     protocols: ClassVar[dict[str, dict[str, Any]]] = {}  # protocol name → hyper-parameter overrides
-    dataset_overrides: ClassVar[dict[str, dict[str, Any]]] = {}  # dataset name → hyper-parameter overrides
     requires: ClassVar[frozenset[str]] = frozenset({"labels"})
     is_teacher: ClassVar[bool] = False  # trains the teacher artifact (uses the protocol's teacher model)
     train_views: tuple[str, ...] = ("x",)  # views in a training batch besides x (e.g. "x_debiased")
@@ -105,6 +111,11 @@ class Method:
     def val_loss(self, batch: Batch) -> Tensor:
         """Mean validation objective on ``batch`` (eval mode, no grad). Default: cross-entropy."""
         return F.cross_entropy(self.predict(batch.x), batch.y)
+
+    def selectable(self) -> bool:
+        """Whether the epoch just trained may be chosen by a selection rule (e.g. not a stage whose network
+        is not yet the method's predictor). Evaluated by the runner after each epoch."""
+        return True
 
     def on_epoch_start(self, epoch: int) -> None:
         """Called by the runner before every epoch (0-based; also the first epoch after a resume): a place for
@@ -198,12 +209,34 @@ def create_method(name: str, ctx: MethodContext) -> Method:
     return method
 
 
-def resolve_hparams(method: type[Method], protocol: str, overrides: dict[str, Any] | None = None,
-                    dataset: str | None = None) -> Any:
-    """Paper defaults, then the method's per-dataset overrides, then its per-protocol overrides, then
-    the user's overrides."""
-    values = dict(method.dataset_overrides.get(dataset, {})) if dataset else {}
-    values.update(method.protocols.get(protocol, {}))
+def method_budget(method_cls: type[Method], dataset: BiasedDataset) -> Budget:
+    """The fields of ``dataset`` a run of ``method_cls`` may read (its ``requires``; see ``GRANTED_BY``)."""
+    return Budget.of(method_cls.registry_name, method_cls.requires, dataset.teacher_view)
+
+
+def build_method(method_cls: type[Method], hp: Any, dataset: BiasedDataset, model_name: str,
+                 device: torch.device, teacher: nn.Module | None) -> Method:
+    """Instantiate and build a method for ``dataset`` on ``device``; it gets budgeted views of the training
+    and selection splits and nothing else of the dataset."""
+    from bench.models import create_model
+
+    num_classes, shape = dataset.num_classes, dataset.image_shape
+    budget = method_budget(method_cls, dataset)
+    views = tuple(dict.fromkeys(("x", *method_cls.train_views, *(("x_debiased",) if teacher is not None and
+                                                                  dataset.teacher_view == "x_debiased" else ()))))
+    ctx = MethodContext(
+        hp=hp, num_classes=num_classes, image_shape=shape, model_name=model_name, device=device, budget=budget,
+        teacher=teacher, teacher_view=dataset.teacher_view,
+        create_model=lambda: create_model(model_name, num_classes, shape[0]),
+        train=BudgetedSplit(dataset.splits["train"], budget, views),
+        val=BudgetedSplit(dataset.splits[dataset.roles.selection], budget, views),
+    )
+    return create_method(method_cls.registry_name, ctx)
+
+
+def resolve_hparams(method: type[Method], protocol: str, overrides: dict[str, Any] | None = None) -> Any:
+    """Paper defaults, then the method's per-protocol overrides, then the user's overrides."""
+    values = dict(method.protocols.get(protocol, {}))
     values.update(overrides or {})
     return build_dataclass(method.Hparams, values, f"{method.registry_name} hyper-parameter")
 

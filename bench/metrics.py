@@ -9,7 +9,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from bench.data import BiasedDataset, Split, to_float_images
+from bench.data import BiasedDataset, Split, SplitRoles, to_float_images
 
 
 @torch.no_grad()
@@ -45,11 +45,12 @@ def split_metrics(name: str, split: Split, preds: Tensor, group_names: dict[int,
     return dict(zip(keys, numbers, strict=True))
 
 
-def add_gaps(metrics: dict[str, float]) -> dict[str, float]:
-    """IID−OOD and IID−shift accuracy gaps, when those splits exist."""
-    for other in ("ood", "shift"):
-        if "iid_acc" in metrics and f"{other}_acc" in metrics:
-            metrics[f"iid_{other}_gap"] = metrics["iid_acc"] - metrics[f"{other}_acc"]
+def add_gaps(metrics: dict[str, float], roles: SplitRoles) -> dict[str, float]:
+    """The generalisation gaps ``<iid>_<shifted>_gap`` = IID accuracy − accuracy on each shifted split."""
+    iid = roles.iid
+    for other in roles.shifted:
+        if iid is not None and f"{iid}_acc" in metrics and f"{other}_acc" in metrics:
+            metrics[f"{iid}_{other}_gap"] = metrics[f"{iid}_acc"] - metrics[f"{other}_acc"]
     return metrics
 
 
@@ -64,4 +65,4 @@ def evaluate(predict: Callable[[Tensor], Tensor], dataset: BiasedDataset, batch_
         preds = predict_split(predict, split, batch_size, view)
         metrics.update(split_metrics(name, split, preds, dataset.group_names,
                                      None if teacher_preds is None else teacher_preds.get(name)))
-    return add_gaps(metrics)
+    return add_gaps(metrics, dataset.roles)

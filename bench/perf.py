@@ -16,10 +16,9 @@ import torch
 import torch.nn.functional as F
 
 from bench.data import Batch, BiasedDataset, load_dataset
-from bench.method import get_method, list_methods, resolve_hparams
+from bench.method import build_method, get_method, list_methods, resolve_hparams
 from bench.models import create_model
 from bench.protocols import get_protocol
-from bench.runner import build_method
 
 Step = Callable[[Batch], object]
 
@@ -65,7 +64,7 @@ def measure(method_name: str, dataset: BiasedDataset, protocol: str, device: tor
             steps: int = 20, batch_size: int | None = None) -> PerfResult:
     """Images/s of one registered method's training step."""
     method_cls = get_method(method_name)
-    hp = resolve_hparams(method_cls, protocol, {"batch_size": batch_size} if batch_size else None, dataset.name)
+    hp = resolve_hparams(method_cls, protocol, {"batch_size": batch_size} if batch_size else None)
     proto = get_protocol(protocol)
     model = proto.teacher_model if method_cls.is_teacher else proto.model
     teacher = None

@@ -17,23 +17,17 @@ import torch
 from torch import Tensor, nn
 
 from bench.atomic import atomic_torch_save
-from bench.data import Batch, BiasedDataset, load_dataset
+from bench.data import Batch, BiasedDataset, audit_reads, load_dataset
 from bench.errors import UserError
 from bench.explain_eval import ExplanationProbe
-from bench.method import (
-    Method,
-    MethodContext,
-    check_supervision,
-    create_method,
-    get_method,
-    resolve_hparams,
-    supervision_budget,
-)
+from bench.fingerprint import changed_parts, code_fingerprint
+from bench.method import build_method, check_supervision, get_method, resolve_hparams, supervision_budget
 from bench.metrics import evaluate, predict_split
 from bench.models import create_model
 from bench.protocols import get_protocol
 from bench.provenance import provenance
 from bench.runs import RunConfig
+from bench.selection import DEFAULT_RULE, SELECTION_RULES, select_epochs, selection_meta
 from bench.store import Store
 
 
@@ -51,40 +45,82 @@ def pick_device(name: str | None = None) -> torch.device:
     return torch.device(name)
 
 
+class RunFailed(RuntimeError):
+    """A run (or the teacher it depends on) failed; its record says why."""
+
+
 def execute(cfg: RunConfig, store: Store, device: torch.device, progress: bool = True,
-            retry_failed: bool = False) -> dict[str, Any]:
-    """Run ``cfg`` unless it is finished; resume it from its last checkpoint if it was interrupted."""
-    record = store.ensure_run(cfg.run_id, cfg.to_dict())
-    if record["status"] == "finished" or (record["status"] == "failed" and not retry_failed):
-        return record
+            retry_failed: bool = False, reuse_stale: bool = False) -> dict[str, Any]:
+    """Run ``cfg`` unless it is finished with the current code; resume it from its last checkpoint if it was
+    interrupted. A finished run whose code changed (stale) is re-run from scratch unless ``reuse_stale``;
+    a failed one is retried only with ``retry_failed``.
+
+    Everything that can be checked before training (dataset, supervision, batch size) is checked before the
+    store is touched: a bad input raises ``UserError`` and writes nothing. Any exception after the run
+    starts marks it ``failed`` with the reason (an interruption leaves it resumable)."""
+    code = code_fingerprint(cfg.to_dict())
+    existing = store.get(cfg.run_id)
+    if existing is not None and _keep(existing, code, retry_failed, reuse_stale):
+        return existing
+    prepared = _Prepared(cfg, device)
     teacher = load_teacher(cfg.teacher, store, device, progress) if cfg.teacher else None
-    with run_lock(store.run_dir(cfg.run_id)) as owned:
+    store.ensure_run(cfg.run_id, cfg.to_dict())
+    with run_lock(store.run_dir(cfg.run_id), wait=False) as owned:
         if not owned:
             print(f"run {cfg.run_id} is being run by another process; skipping it", file=sys.stderr)
-            return store.get(cfg.run_id) or record
-        record = store.get(cfg.run_id) or record
-        if record["status"] == "finished":  # finished by another process while we waited for the teacher
+            return store.get(cfg.run_id)  # type: ignore[return-value]
+        record = store.get(cfg.run_id)
+        assert record is not None
+        if _keep(record, code, retry_failed, reuse_stale):  # finished by another process meanwhile
             return record
-        store.mark_running(cfg.run_id)
+        if record["status"] == "finished" or (record["code"] and record["code"] != code):
+            _restart(store, cfg.run_id)  # stale results or checkpoints of other code: start again
+        store.mark_running(cfg.run_id, code)
         try:
-            final, cost = _Training(cfg, store, device, teacher, progress).run()
-        except RunDiverged as err:
-            store.fail(cfg.run_id, str(err))
-            print(f"run {cfg.run_id} failed: {err}", file=sys.stderr)
-            return store.get(cfg.run_id) or record
-        teacher_method = cfg.teacher["method"] if cfg.teacher else None
-        store.finish(cfg.run_id, final, cost,
-                     {**provenance(device), "supervision": supervision_budget(cfg.method, teacher_method)})
-    return store.get(cfg.run_id) or record
+            training = _Training(cfg, prepared, store, device, teacher, progress)
+            final, cost = training.run()
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as err:  # noqa: B036 - any failure must be recorded, then the sweep goes on
+            reason = str(err) if isinstance(err, (RunDiverged, UserError)) else f"{type(err).__name__}: {err}"
+            store.fail(cfg.run_id, reason)
+            print(f"run {cfg.run_id} failed: {reason}", file=sys.stderr)
+            return store.get(cfg.run_id)  # type: ignore[return-value]
+        store.finish(cfg.run_id, final, cost, provenance(device), training.meta())
+    return store.get(cfg.run_id)  # type: ignore[return-value]
+
+
+def _keep(record: dict[str, Any], code: dict[str, Any], retry_failed: bool, reuse_stale: bool) -> bool:
+    """Whether an existing record is the answer as it is (and says so when it is stale)."""
+    if record["status"] == "failed":
+        return not retry_failed
+    if record["status"] != "finished":
+        return False
+    if record.get("code") == code:
+        return True
+    parts = ", ".join(changed_parts(record.get("code"), code))
+    if reuse_stale:
+        print(f"run {record['run_id']} is stale (code changed: {parts}); reusing it as asked (--reuse-stale)",
+              file=sys.stderr)
+        return True
+    print(f"run {record['run_id']} is stale (code changed: {parts}); running it again", file=sys.stderr)
+    return False
+
+
+def _restart(store: Store, run_id: str) -> None:
+    store.reset(run_id)
+    for name in ("last.pt", "best.pt", "explanations.pt"):
+        (store.run_dir(run_id) / name).unlink(missing_ok=True)
 
 
 @contextlib.contextmanager
-def run_lock(run_dir: Path) -> Iterator[bool]:
-    """An exclusive, non-blocking lock on ``run_dir`` (released by the OS if the process dies)."""
+def run_lock(run_dir: Path, wait: bool) -> Iterator[bool]:
+    """An exclusive lock on ``run_dir`` (released by the OS if the process dies); ``wait``: block until the
+    holder releases it, else yield False at once when another process holds it."""
     run_dir.mkdir(parents=True, exist_ok=True)
     with open(run_dir / "lock", "w") as handle:
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
         except BlockingIOError:
             yield False
             return
@@ -95,19 +131,23 @@ def run_lock(run_dir: Path) -> Iterator[bool]:
 
 
 def load_teacher(teacher_cfg: dict[str, Any], store: Store, device: torch.device, progress: bool) -> nn.Module:
-    """The frozen teacher artifact: trained once per config (cached in the store), then reused."""
+    """The frozen teacher artifact: trained once per config (cached in the store), then reused. A teacher that
+    another process is training is waited for; a failed teacher raises ``RunFailed``."""
     cfg = RunConfig.from_dict(teacher_cfg)
     state = None
     for _ in range(2):
         record = execute(cfg, store, device, progress)
+        if record["status"] == "running":  # trained by another process: wait for its lock, then look again
+            with run_lock(store.run_dir(cfg.run_id), wait=True):
+                pass
+            record = execute(cfg, store, device, progress)
         if record["status"] != "finished":
-            raise UserError(f"teacher run {cfg.run_id} failed ({record.get('error')}); fix it or pick another protocol")
+            raise RunFailed(f"its teacher run {cfg.run_id} failed ({record.get('error')})")
         state = load_checkpoint(store.run_dir(cfg.run_id) / "best.pt", torch.device("cpu"))
         if state is not None:
             break
         print(f"teacher {cfg.run_id} has no usable checkpoint; training it again", file=sys.stderr)
-        store.reset(cfg.run_id)
-        (store.run_dir(cfg.run_id) / "last.pt").unlink(missing_ok=True)
+        _restart(store, cfg.run_id)
     if state is None:
         raise UserError(f"teacher checkpoint {store.run_dir(cfg.run_id) / 'best.pt'} cannot be written or read; "
                         "check the disk and the permissions of the results folder")
@@ -131,35 +171,6 @@ def load_checkpoint(path: Path, device: torch.device) -> dict[str, Any] | None:
         return None
 
 
-def build_method(method_cls: type[Method], hp: Any, dataset: BiasedDataset, model_name: str,
-                 device: torch.device, teacher: nn.Module | None) -> Method:
-    """Instantiate and build a method for ``dataset`` on ``device``."""
-    num_classes, shape = dataset.num_classes, dataset.image_shape
-    ctx = MethodContext(
-        hp=hp, num_classes=num_classes, image_shape=shape, model_name=model_name, device=device,
-        teacher=teacher, teacher_view=dataset.teacher_view,
-        create_model=lambda: create_model(model_name, num_classes, shape[0]), dataset=dataset,
-    )
-    return create_method(method_cls.registry_name, ctx)
-
-
-def select_epochs(history: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Final metrics under every selection rule, from the per-epoch history:
-    ``iid_val`` = lowest biased-validation loss (first on ties; the paper's rule), ``last`` = last epoch,
-    ``oracle`` = best OOD accuracy (OOD validation split if the dataset has one, else the OOD test split:
-    an upper bound, marked as such in every report)."""
-    if not history:
-        return {}
-    chosen = {
-        "iid_val": min(history, key=lambda row: row["val_loss"]),
-        "last": history[-1],
-    }
-    oracle_key = "val_ood_acc" if "val_ood_acc" in history[0] else "ood_acc"
-    if oracle_key in history[0]:
-        chosen["oracle"] = max(history, key=lambda row: row[oracle_key])
-    return {rule: dict(row) for rule, row in chosen.items()}
-
-
 def available_supervision(dataset: BiasedDataset, teacher: bool) -> set[str]:
     train = dataset.splits["train"]
     have = {"labels", "group_labels"}
@@ -172,34 +183,69 @@ def available_supervision(dataset: BiasedDataset, teacher: bool) -> set[str]:
     return have
 
 
+class _Prepared:
+    """What a run needs before it may touch the store, checked: hyper-parameters, the dataset, the method's
+    supervision against what the dataset provides, the batch size against the training split."""
+
+    def __init__(self, cfg: RunConfig, device: torch.device) -> None:
+        self.protocol = get_protocol(cfg.protocol)
+        self.method_cls = get_method(cfg.method)
+        self.hp = resolve_hparams(self.method_cls, cfg.protocol, cfg.hparams)
+        self.dataset = load_dataset(cfg.dataset, cfg.dataset_params, cfg.seed, device)
+        check_supervision(self.method_cls, available_supervision(self.dataset, cfg.teacher is not None))
+        train = len(self.dataset.splits["train"])
+        if self.hp.batch_size > train:
+            raise UserError(f"batch_size {self.hp.batch_size} is larger than the training split ({train} images); "
+                            "pass a smaller --hp batch_size or a larger --data train_size")
+
+
 @dataclass
 class _Progress:
     """Training-time counters that survive a resume."""
 
     train_seconds: float = 0.0
     eval_seconds: float = 0.0
+    wall_seconds: float = 0.0  # over every attempt of the run (a resumed run counts its earlier attempts)
     train_images: int = 0
+    attempts: int = 0
 
 
 class _Training:
     """One run's training loop."""
 
-    def __init__(self, cfg: RunConfig, store: Store, device: torch.device, teacher: nn.Module | None,
-                 progress: bool) -> None:
+    def __init__(self, cfg: RunConfig, prepared: _Prepared, store: Store, device: torch.device,
+                 teacher: nn.Module | None, progress: bool) -> None:
         self.cfg, self.store, self.device, self.show_progress = cfg, store, device, progress
-        self.protocol = get_protocol(cfg.protocol)
-        self.method_cls = get_method(cfg.method)
-        self.hp = resolve_hparams(self.method_cls, cfg.protocol, cfg.hparams)
-        self.dataset = load_dataset(cfg.dataset, cfg.dataset_params, cfg.seed, device)
-        check_supervision(self.method_cls, available_supervision(self.dataset, teacher is not None))
+        self.protocol, self.method_cls, self.hp = prepared.protocol, prepared.method_cls, prepared.hp
+        self.dataset = prepared.dataset
+        self.roles = self.dataset.roles
         self.run_dir = store.run_dir(cfg.run_id)
         self.teacher = teacher
         torch.manual_seed(cfg.seed)
         self.method = build_method(self.method_cls, self.hp, self.dataset, cfg.model, device, teacher)
+        self.budget = self.method.ctx.budget
+        self.reads: set[str] = set()
         self.counters = _Progress()
         self.teacher_preds = self._teacher_predictions()
         self.probe = ExplanationProbe(self.dataset, teacher, view=self._eval_view(),
                                       teacher_view=self.dataset.teacher_view)
+        self.rule = SELECTION_RULES.get(DEFAULT_RULE)
+
+    def meta(self) -> dict[str, Any]:
+        """What the record says about how its numbers came about: split roles, the rules' targets, the budget
+        the method was granted and the fields it actually read."""
+        teacher_method = self.cfg.teacher["method"] if self.cfg.teacher else None
+        return {
+            "roles": self.roles.to_dict(),
+            "selection": selection_meta(self.roles, self.dataset.eval_splits),
+            "checkpoint_rule": self.rule.name,
+            "supervision": supervision_budget(self.cfg.method, teacher_method),
+            "granted_fields": sorted(self.budget.fields),
+            "read_fields": sorted(self.reads),
+            "group_names": {str(k): v for k, v in self.dataset.group_names.items()},
+            "split_descriptions": self.dataset.split_descriptions,
+            "explainer": self.probe.explainer,
+        }
 
     def _eval_view(self) -> str:
         """The view the run's model is measured on: a teacher trained on debiased images sees debiased test
@@ -210,9 +256,8 @@ class _Training:
         if self.teacher is None:
             return None
         view = self.dataset.teacher_view
-        return {name: predict_split(self.teacher, split, self.protocol.eval_batch_size,
-                                    view)
-                for name, split in self.dataset.splits.items() if name != "train"}
+        return {name: predict_split(self.teacher, self.dataset.splits[name], self.protocol.eval_batch_size, view)
+                for name in self.dataset.eval_splits}
 
     # --- checkpoints ------------------------------------------------------------------------
     def _resume(self) -> int:
@@ -225,17 +270,22 @@ class _Training:
         torch.set_rng_state(state["rng"].cpu())
         if self.device.type == "cuda" and "cuda_rng" in state:
             torch.cuda.set_rng_state(state["cuda_rng"].cpu(), self.device)
-        self.counters = _Progress(**state["counters"])
+        self.counters = _Progress(**{**vars(_Progress()), **state["counters"]})
         self.store.drop_epochs_after(self.cfg.run_id, state["epoch"])
         return int(state["epoch"])
 
     def _checkpoint(self, epoch: int, history: list[dict[str, Any]]) -> None:
-        if history[-1]["val_loss"] <= min(row["val_loss"] for row in history):
+        """``last.pt`` always; ``best.pt`` (and the gallery of its network) when the checkpoint rule now
+        chooses this epoch: the kept network is the one whose metrics the rule reports."""
+        chosen = self.rule.choose(history, self.roles)
+        if chosen is not None and chosen["epoch"] == epoch:
             predictor = self.method.predictor()
-            atomic_torch_save({"model": predictor.state_dict(), "epoch": epoch,
+            atomic_torch_save({"model": predictor.state_dict(), "epoch": epoch, "rule": self.rule.name,
                                "num_classes": self.dataset.num_classes, "in_channels": self.dataset.image_shape[0]},
                               self.run_dir / "best.pt")
             atomic_torch_save({"epoch": epoch, **self.probe.gallery(predictor)}, self.run_dir / "explanations.pt")
+        self.counters.wall_seconds += time.perf_counter() - self.attempt_start
+        self.attempt_start = time.perf_counter()
         state: dict[str, Any] = {"epoch": epoch, "method": self.method.state_dict(), "rng": torch.get_rng_state(),
                                  "counters": vars(self.counters)}
         if self.device.type == "cuda":
@@ -244,10 +294,15 @@ class _Training:
 
     # --- the loop ---------------------------------------------------------------------------
     def run(self) -> tuple[dict[str, Any], dict[str, Any]]:
-        wall_start = time.perf_counter()
+        with audit_reads() as self.reads:
+            return self._run()
+
+    def _run(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        self.attempt_start = time.perf_counter()
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
         start = self._resume()
+        self.counters.attempts += 1
         history = self.store.epochs(self.cfg.run_id)
         step = self._stepper()
         epochs = range(start, self.hp.epochs)
@@ -255,16 +310,16 @@ class _Training:
         for epoch in bar:
             self.method.on_epoch_start(epoch)
             train_logs = self._train_epoch(epoch, step)
-            metrics = {**train_logs, **self._evaluate()}
+            metrics = {**train_logs, **self._evaluate(), "selectable": bool(self.method.selectable())}
             history.append({"epoch": epoch + 1, **metrics})
             self.store.add_epoch(self.cfg.run_id, epoch + 1, metrics)
             self._checkpoint(epoch + 1, history)
             if hasattr(bar, "set_postfix"):
                 bar.set_postfix({k: f"{v:.3f}" for k, v in metrics.items()
                                  if k in ("train_loss", "val_loss", "iid_acc", "ood_acc", "shift_acc")})
-        final = select_epochs(history)
-        cost = self._cost(time.perf_counter() - wall_start)
-        return final, cost
+        final = select_epochs(history, self.roles)
+        self.counters.wall_seconds += time.perf_counter() - self.attempt_start
+        return final, self._cost()
 
     def _stepper(self) -> Callable[[Batch], dict[str, Tensor]]:
         from bench import cudagraph
@@ -279,15 +334,13 @@ class _Training:
         split = self.dataset.splits["train"]
         batch_size = self.hp.batch_size
         steps = len(split) // batch_size  # fixed batch shape (drop the last partial batch): graph-capturable
-        if steps == 0:
-            raise UserError(f"batch_size {batch_size} is larger than the training split ({len(split)} images)")
         shuffle = torch.Generator().manual_seed(self.cfg.seed * 100_003 + epoch)
         order = torch.randperm(len(split), generator=shuffle).to(self.device)
         self.method.train()
         sums: dict[str, Tensor] = {}
         begin = time.perf_counter()
         for i in range(steps):
-            logs = step(split.batch(order[i * batch_size:(i + 1) * batch_size], self.method.train_views))
+            logs = step(split.batch(order[i * batch_size:(i + 1) * batch_size], self.method.train_views, self.budget))
             for key, value in logs.items():
                 sums[key] = sums[key] + value.detach() if key in sums else value.detach().clone()
             if (i + 1) % self.protocol.log_every == 0:
@@ -308,9 +361,9 @@ class _Training:
     def _evaluate(self) -> dict[str, float]:
         begin = time.perf_counter()
         self.method.eval()
-        splits = [s for s in self.dataset.splits if s != "train"]
         with torch.no_grad():
-            metrics = evaluate(self.method.predict, self.dataset, self.protocol.eval_batch_size, splits,
+            metrics = evaluate(self.method.predict, self.dataset, self.protocol.eval_batch_size,
+                               self.dataset.eval_splits,
                                self.teacher_preds, view=self._eval_view())
             metrics["val_loss"] = self._val_loss()
         metrics.update(self.probe.metrics(self.method.predictor()))
@@ -320,15 +373,15 @@ class _Training:
         return metrics
 
     def _val_loss(self) -> float:
-        split = self.dataset.splits["val"]
+        split = self.dataset.splits[self.roles.selection]
         size = self.protocol.eval_batch_size
         total = torch.zeros((), device=self.device)
         for i in range(0, len(split), size):
             index = torch.arange(i, min(i + size, len(split)), device=self.device)
-            total += self.method.val_loss(split.batch(index, self.method.train_views)) * len(index)
+            total += self.method.val_loss(split.batch(index, self.method.train_views, self.budget)) * len(index)
         return float(total) / len(split)
 
-    def _cost(self, wall_seconds: float) -> dict[str, Any]:
+    def _cost(self) -> dict[str, Any]:
         c = self.counters
         if self.device.type == "cuda":
             peak_mb = torch.cuda.max_memory_allocated(self.device) / 2**20
@@ -337,7 +390,8 @@ class _Training:
         return {
             "train_seconds": round(c.train_seconds, 3),
             "eval_seconds": round(c.eval_seconds, 3),
-            "wall_seconds": round(wall_seconds, 3),
+            "wall_seconds": round(c.wall_seconds, 3),
+            "attempts": c.attempts,
             "images_per_second": round(c.train_images / max(c.train_seconds, 1e-9), 1),
             "train_images": c.train_images,
             "peak_memory_mb": round(peak_mb, 1),

@@ -53,7 +53,7 @@ def make_run_config(method: str, dataset: str, protocol: str = "fast", seed: int
         raise UserError(f"seed must be >= 0, got {seed}")
     params = {**proto.dataset_options(dataset), **(dataset_params or {})}
     params = dataclasses.asdict(dataset_config(dataset, params))
-    hp = hparams_dict(resolve_hparams(method_cls, protocol, hparams, dataset))
+    hp = hparams_dict(resolve_hparams(method_cls, protocol, hparams))
     chosen_model = model or (proto.teacher_model if method_cls.is_teacher else proto.model)
     MODELS.get(chosen_model)
     teacher = None

@@ -1,8 +1,9 @@
 """Results store: one SQLite file (WAL mode) per results folder.
 
 ``runs`` holds one record per run (full config, status, final metrics per selection rule, cost,
-provenance); ``epochs`` one row per (run, epoch), keyed so that a resumed run replaces rather than
-duplicates. Several processes may write at once (WAL + busy timeout).
+provenance, the code fingerprint it was trained with, and ``meta``: the dataset's split roles, what
+each selection rule read, the supervision budget); ``epochs`` one row per (run, epoch), keyed so that a
+resumed run replaces rather than duplicates. Several processes may write at once (WAL + busy timeout).
 """
 from __future__ import annotations
 
@@ -31,6 +32,8 @@ CREATE TABLE IF NOT EXISTS runs (
     final TEXT,
     cost TEXT,
     provenance TEXT,
+    code TEXT,
+    meta TEXT,
     created_at REAL NOT NULL,
     updated_at REAL NOT NULL
 );
@@ -41,7 +44,8 @@ CREATE TABLE IF NOT EXISTS epochs (
     PRIMARY KEY (run_id, epoch)
 );
 """
-JSON_COLUMNS = ("config", "final", "cost", "provenance")
+JSON_COLUMNS = ("config", "final", "cost", "provenance", "code", "meta")
+ADDED_COLUMNS = ("code", "meta")  # columns newer than the first schema: added to older stores on open
 STORE_FILENAME = "store.sqlite"
 
 
@@ -61,11 +65,18 @@ class Store:
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute("PRAGMA synchronous=NORMAL")
             self._conn.executescript(SCHEMA)
+            self._add_missing_columns()
             self._conn.execute("SELECT count(*) FROM runs").fetchone()
         except sqlite3.DatabaseError as err:
             raise UserError(
                 f"results store {self.path} is corrupt ({err}); move it away or pass --out to a new folder"
             ) from None
+
+    def _add_missing_columns(self) -> None:
+        have = {row["name"] for row in self._conn.execute("PRAGMA table_info(runs)")}
+        for column in ADDED_COLUMNS:
+            if column not in have:
+                self._conn.execute(f"ALTER TABLE runs ADD COLUMN {column} TEXT")
 
     def close(self) -> None:
         self._conn.close()
@@ -87,8 +98,10 @@ class Store:
         assert record is not None
         return record
 
-    def mark_running(self, run_id: str) -> None:
-        self._set(run_id, status="running", error=None, owner=f"{os.uname().nodename}:{os.getpid()}")
+    def mark_running(self, run_id: str, code: dict[str, Any]) -> None:
+        """The run starts (or resumes) with ``code`` (its fingerprint: checkpoints of other code are not resumed)."""
+        self._set(run_id, status="running", error=None, owner=f"{os.uname().nodename}:{os.getpid()}",
+                  code=canonical_json(code))
 
     def add_epoch(self, run_id: str, epoch: int, metrics: dict[str, Any]) -> None:
         with self._transaction():
@@ -101,16 +114,18 @@ class Store:
     def drop_epochs_after(self, run_id: str, epoch: int) -> None:
         self._conn.execute("DELETE FROM epochs WHERE run_id = ? AND epoch > ?", (run_id, epoch))
 
-    def finish(self, run_id: str, final: dict[str, Any], cost: dict[str, Any], provenance: dict[str, Any]) -> None:
+    def finish(self, run_id: str, final: dict[str, Any], cost: dict[str, Any], provenance: dict[str, Any],
+               meta: dict[str, Any] | None = None) -> None:
         self._set(run_id, status="finished", error=None, final=canonical_json(final), cost=canonical_json(cost),
-                  provenance=canonical_json(provenance))
+                  provenance=canonical_json(provenance), meta=canonical_json(meta or {}))
 
     def reset(self, run_id: str) -> None:
         """Forget a run's results (it will be trained again from scratch)."""
         with self._transaction():
             self._conn.execute("DELETE FROM epochs WHERE run_id = ?", (run_id,))
             self._conn.execute("UPDATE runs SET status = 'pending', error = NULL, final = NULL, cost = NULL,"
-                               " provenance = NULL, updated_at = ? WHERE run_id = ?", (time.time(), run_id))
+                               " provenance = NULL, code = NULL, meta = NULL, updated_at = ? WHERE run_id = ?",
+                               (time.time(), run_id))
 
     def fail(self, run_id: str, reason: str) -> None:
         self._set(run_id, status="failed", error=reason)

@@ -14,48 +14,63 @@ from typing import Any
 import torch
 
 from bench.errors import UserError
-from bench.runner import execute, pick_device
+from bench.runner import RunFailed, execute, pick_device
 from bench.runs import TEACHER_METHOD, RunConfig
 from bench.store import Store
 
 EXECUTORS = ("inline", "processes", "slurm")
 
 
-def run_one(config: dict[str, Any], out: str, device: str, progress: bool = False) -> str:
-    """Execute one run in this process; returns its final status. Used by every executor."""
+def run_one(config: dict[str, Any], out: str, device: str, progress: bool = False, retry_failed: bool = False,
+            reuse_stale: bool = False) -> str:
+    """Execute one run in this process; returns its final status. Used by every executor. A run that cannot
+    start (a bad input found at run time, a failed teacher) is recorded as failed with the reason, so the
+    sweep goes on and its report lists it."""
     store = Store(Path(out))
+    cfg = RunConfig.from_dict(config)
     try:
-        return execute(RunConfig.from_dict(config), store, pick_device(device), progress)["status"]
+        return execute(cfg, store, pick_device(device), progress, retry_failed, reuse_stale)["status"]
+    except (UserError, RunFailed) as err:
+        store.ensure_run(cfg.run_id, cfg.to_dict())
+        store.fail(cfg.run_id, str(err))
+        print(f"run {cfg.run_id} failed: {err}", file=sys.stderr)
+        return "failed"
     finally:
         store.close()
 
 
 def run_sweep(configs: list[RunConfig], out: Path, device: str = "auto", executor: str = "inline",
-              workers: int | None = None, progress: bool = True) -> dict[str, int]:
-    """Run ``configs``; returns counts of final statuses."""
+              workers: int | None = None, progress: bool = True, retry_failed: bool = False,
+              reuse_stale: bool = False) -> dict[str, Any]:
+    """Run ``configs``; returns counts of final statuses and the ids of the failed runs."""
     if executor not in EXECUTORS:
         raise UserError(f"unknown executor {executor!r}; valid executors: {', '.join(EXECUTORS)}")
     store = Store(out)
     pick_device(device)
-    finished_before = {r["run_id"] for r in store.runs("finished")}
+    before = {r["run_id"]: r for r in store.runs()}
+    options = {"retry_failed": retry_failed, "reuse_stale": reuse_stale}
     teachers = [c for c in configs if c.method == TEACHER_METHOD]
     others = [c for c in configs if c.method != TEACHER_METHOD]
-    todo_teachers = [c for c in teachers if c.run_id not in finished_before]
-    for cfg in todo_teachers:
-        run_one(cfg.to_dict(), str(out), device, progress)
-    todo = [c for c in others if c.run_id not in finished_before]
+    for cfg in teachers:  # each finished one is checked for staleness by execute, cheaply
+        run_one(cfg.to_dict(), str(out), device, progress, **options)
+    todo = others
     if executor == "inline" or len(todo) <= 1:
         for i, cfg in enumerate(todo, 1):
-            print(f"[{i}/{len(todo)}] {cfg.label()}", file=sys.stderr)
-            run_one(cfg.to_dict(), str(out), device, progress)
+            if (before.get(cfg.run_id) or {}).get("status") != "finished":
+                print(f"[{i}/{len(todo)}] {cfg.label()}", file=sys.stderr)
+            run_one(cfg.to_dict(), str(out), device, progress, **options)
     elif executor == "processes":
-        _run_processes(todo, out, device, workers)
+        _run_processes(todo, out, device, workers, options)
     else:
-        _run_slurm(todo, out, device)
-    statuses = [store.get(c.run_id)["status"] for c in configs]  # type: ignore[index]
+        _run_slurm(todo, out, device, options)
+    after = {c.run_id: store.get(c.run_id) or {"status": "pending", "updated_at": None} for c in configs}
     store.close()
-    counts = {s: statuses.count(s) for s in ("finished", "failed", "running", "pending")}
-    counts["skipped"] = sum(c.run_id in finished_before for c in configs)
+    statuses = [record["status"] for record in after.values()]
+    counts: dict[str, Any] = {s: statuses.count(s) for s in ("finished", "failed", "running", "pending")}
+    counts["skipped"] = sum(run_id in before and before[run_id]["status"] in ("finished", "failed")
+                            and before[run_id]["updated_at"] == after[run_id]["updated_at"] for run_id in after)
+    counts["failed_runs"] = [f"{run_id}: {record.get('error')}" for run_id, record in after.items()
+                             if record["status"] == "failed"]
     return counts
 
 
@@ -74,11 +89,12 @@ def _init_worker(devices: Any) -> None:
     _WORKER_DEVICE = devices.get()
 
 
-def _run_in_worker(config: dict[str, Any], out: str) -> str:
-    return run_one(config, out, _WORKER_DEVICE)
+def _run_in_worker(config: dict[str, Any], out: str, options: dict[str, bool]) -> str:
+    return run_one(config, out, _WORKER_DEVICE, **options)
 
 
-def _run_processes(todo: list[RunConfig], out: Path, device: str, workers: int | None) -> None:
+def _run_processes(todo: list[RunConfig], out: Path, device: str, workers: int | None,
+                   options: dict[str, bool]) -> None:
     """One worker process per device (each GPU, or ``workers`` CPU processes); each pulls the next run."""
     devices = _worker_devices(device, workers)
     context = multiprocessing.get_context("spawn")
@@ -86,18 +102,21 @@ def _run_processes(todo: list[RunConfig], out: Path, device: str, workers: int |
     for name in devices:
         queue.put(name)
     with context.Pool(len(devices), initializer=_init_worker, initargs=(queue,)) as pool:
-        jobs = [(cfg.to_dict(), str(out)) for cfg in todo]
+        jobs = [(cfg.to_dict(), str(out), options) for cfg in todo]
         for cfg, status in zip(todo, pool.starmap(_run_in_worker, jobs, chunksize=1), strict=True):
             print(f"{cfg.label()}: {status}", file=sys.stderr)
 
 
-def _run_slurm(todo: list[RunConfig], out: Path, device: str) -> None:  # pragma: no cover - needs a cluster
+def _run_slurm(todo: list[RunConfig], out: Path, device: str,
+               options: dict[str, bool]) -> None:  # pragma: no cover - needs a cluster
     try:
         import submitit
     except ImportError:
         raise UserError("the slurm executor needs submitit: pip install 'shortcut-bench[slurm]'") from None
     executor = submitit.AutoExecutor(folder=str(out / "slurm"))
     executor.update_parameters(timeout_min=24 * 60, gpus_per_node=1, slurm_array_parallelism=64)
-    jobs = executor.map_array(run_one, [c.to_dict() for c in todo], [str(out)] * len(todo), [device] * len(todo))
+    n = len(todo)
+    jobs = executor.map_array(run_one, [c.to_dict() for c in todo], [str(out)] * n, [device] * n, [False] * n,
+                              [options["retry_failed"]] * n, [options["reuse_stale"]] * n)
     for job in jobs:
         job.result()

@@ -7,6 +7,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from bench.data import SplitRoles
+
 
 def block_bias(y: Tensor, num_bias: int, aligned_fraction: float) -> Tensor:
     """LfF's deterministic assignment (Nam et al. 2020, ``make_dataset.py``): within class ``c`` (in the
@@ -54,3 +56,11 @@ def aligned_group(y: Tensor, bias: Tensor) -> Tensor:
 
 
 ALIGNED_GROUPS = {0: "bias-aligned", 1: "bias-conflicting"}
+ALIGNED_KINDS = {0: "aligned", 1: "conflicting"}  # ``SplitRoles.group_kinds`` of ``ALIGNED_GROUPS``
+
+
+def unbiased_test_roles() -> SplitRoles:
+    """The roles of LfF-style families: an IID test split, the unbiased test set and its conflicting part;
+    the unbiased accuracy is the headline (LfF's and neuron differentiation's tables) and the oracle's target."""
+    return SplitRoles(selection="val", validation=("val",), iid="iid", shifted=("unbiased", "conflicting"),
+                      oracle="unbiased_acc", headline="unbiased_acc", group_kinds=dict(ALIGNED_KINDS))

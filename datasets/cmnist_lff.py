@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from bench.data import BiasedDataset, Split, register_dataset
-from datasets.bias import ALIGNED_GROUPS, aligned_group, shuffled_block_bias
+from datasets.bias import ALIGNED_GROUPS, aligned_group, shuffled_block_bias, unbiased_test_roles
 from datasets.digits import SMALL_DIGITS, DigitSource, digit_pools
 
 NUM_CLASSES = 10
@@ -118,7 +118,8 @@ def build_cmnist_lff(cfg: CMNISTLfF.Config, device: torch.device, seed: int) -> 
         "conflicting": unbiased.map(lambda t: t[conflicting]),
     }
     return BiasedDataset(
-        name="cmnist_lff", splits=splits, num_classes=NUM_CLASSES, class_names=cfg.class_names(),
+        name="cmnist_lff", splits=splits, roles=unbiased_test_roles(),
+        num_classes=NUM_CLASSES, class_names=cfg.class_names(),
         bias_kind="foreground colour", bias_strength=aligned, split_descriptions=dict(SPLIT_DESCRIPTIONS),
         group_names=dict(ALIGNED_GROUPS), teacher_view="x", card=CARD,
     )

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from bench.data import BiasedDataset, Split, register_dataset
+from bench.data import BiasedDataset, Split, SplitRoles, register_dataset
 from bench.errors import UserError
 from datasets.mnist_source import SOURCES, load_mnist, source_fingerprint
 
@@ -187,6 +187,8 @@ def build_coloured_mnist(cfg: ColouredMNIST.Config, device: torch.device, seed: 
     return BiasedDataset(
         name="coloured_mnist",
         splits=splits,
+        roles=SplitRoles(selection="val", validation=("val",), iid="iid", shifted=("ood", "shift"),
+                         oracle="ood_acc", headline="ood_acc", group_kinds={0: "aligned", 1: "conflicting"}),
         num_classes=NUM_CLASSES,
         class_names=[str(k) for k in range(NUM_CLASSES)],
         bias_kind="foreground colour",

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from bench.data import BiasedDataset, Split, register_dataset
-from datasets.bias import ALIGNED_GROUPS, aligned_group, shuffled_block_bias
+from datasets.bias import ALIGNED_GROUPS, aligned_group, shuffled_block_bias, unbiased_test_roles
 from datasets.corruptions import LFF_TYPE0, corrupt
 from datasets.image_sources import CIFAR10_CLASSES, cifar10_fingerprint, load_cifar10
 from datasets.pasted import CHUNK, Placement, SpriteClasses, render_objects, to_uint8
@@ -165,7 +165,8 @@ def build_corrupted_objects(cfg: CorruptedObjects.Config, device: torch.device, 
     splits = {"train": split(train, aligned, True), "val": split(val, aligned, True), "iid": split(test, aligned),
               "unbiased": unbiased, "conflicting": unbiased.map(lambda t: t[conflicting])}
     return BiasedDataset(
-        name="corrupted_objects", splits=splits, num_classes=NUM_CLASSES, class_names=list(CIFAR10_CLASSES),
+        name="corrupted_objects", splits=splits, roles=unbiased_test_roles(),
+        num_classes=NUM_CLASSES, class_names=list(CIFAR10_CLASSES),
         bias_kind=f"image corruption ({', '.join(LFF_TYPE0)})", bias_strength=aligned,
         split_descriptions=dict(SPLIT_DESCRIPTIONS), group_names=dict(ALIGNED_GROUPS), teacher_view="x", card=CARD,
     )

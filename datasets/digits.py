@@ -8,7 +8,7 @@ from typing import Protocol
 import torch
 from torch import Tensor
 
-from bench.data import Split
+from bench.data import Split, SplitRoles
 from bench.errors import UserError
 from datasets.bias import bernoulli_bias, random_other
 from datasets.image_sources import FASHION_CLASSES, fashion_mnist_fingerprint, load_fashion_mnist
@@ -108,6 +108,9 @@ class RenderSplit(Protocol):
 
 NO_SHORTCUT = 10  # bias id of images that carry no shortcut (the ``ood`` split of the shortcut families)
 SHORTCUT_GROUPS = {0: "bias-aligned", 1: "bias-conflicting", 2: "no shortcut"}
+SHORTCUT_ROLES = SplitRoles(selection="val", validation=("val",), iid="iid", shifted=("ood", "shift"),
+                            oracle="ood_acc", headline="ood_acc",
+                            group_kinds={0: "aligned", 1: "conflicting", 2: "neutral"})
 SHORTCUT_SPLITS = {
     "train": "shortcut of the image's class with probability strength, else of a uniformly chosen other class",
     "val": "as train, used for model selection",

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from bench.data import BiasedDataset, Split, register_dataset
+from bench.data import BiasedDataset, Split, SplitRoles, register_dataset
 from datasets.pasted import MASK_THRESHOLD, Placement, SpriteClasses, scene_ids, to_uint8
 from datasets.scenes import render_scenes
 from datasets.sprites import composite, jitter_colour, place_sprites, random_placements
@@ -23,6 +23,8 @@ TIE_ANCHORS = {"dog_dog": (-0.19, 0.17), "dog_guide_dog": (-0.31, -0.22), "dog_p
 TIE_SCALE = (0.42, 0.34)  # tie side relative to the dog's side: necktie, bow tie
 TIE_DROP = (0.36, 0.0)  # necktie: its centre hangs below the anchor so that the knot sits at it (dog units)
 GROUPS = {0: "bias-aligned", 1: "bias-conflicting", 2: "no tie"}
+ROLES = SplitRoles(selection="val", validation=("val",), iid="iid", shifted=("ood", "shift"), oracle="ood_acc",
+                   headline="ood_acc", group_kinds={0: "aligned", 1: "conflicting", 2: "neutral"})
 
 CARD = """\
 DOGS WITH TIES (foreground shortcut; the DogsWithTies design of the explanation-distillation paper,
@@ -176,7 +178,7 @@ def build_dogs_with_ties(cfg: DogsWithTies.Config, device: torch.device, seed: i
     splits = {**render(train_y, {"train": train_y}), **render(val_y, {"val": val_y}),
               **render(test_y, {"iid": test_y, "ood": torch.full_like(test_y, NO_TIE), "shift": 1 - test_y})}
     return BiasedDataset(
-        name="dogs_with_ties", splits={k: splits[k] for k in SPLIT_DESCRIPTIONS}, num_classes=2,
+        name="dogs_with_ties", splits={k: splits[k] for k in SPLIT_DESCRIPTIONS}, roles=ROLES, num_classes=2,
         class_names=list(CLASSES), bias_kind="foreground accessory (tie)", bias_strength=1.0,
         split_descriptions=dict(SPLIT_DESCRIPTIONS), group_names=dict(GROUPS), teacher_view="x", card=CARD,
         shortcut_region="mask",

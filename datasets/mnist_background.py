@@ -11,6 +11,7 @@ from bench.data import BiasedDataset, Split, register_dataset
 from datasets.digits import (
     NO_SHORTCUT,
     SHORTCUT_GROUPS,
+    SHORTCUT_ROLES,
     SHORTCUT_SPLITS,
     SMALL_DIGITS,
     DigitSource,
@@ -67,7 +68,8 @@ class MNISTBackground:
         device = torch.device(device)
         splits = shortcut_splits(cfg, cfg.strength, seed, device, Renderer(cfg.amplitude))
         return BiasedDataset(
-            name="mnist_background", splits=splits, num_classes=NUM_CLASSES, class_names=cfg.class_names(),
+            name="mnist_background", splits=splits, roles=SHORTCUT_ROLES,
+            num_classes=NUM_CLASSES, class_names=cfg.class_names(),
             bias_kind="background pattern", bias_strength=float(cfg.strength),
             split_descriptions=dict(SHORTCUT_SPLITS), group_names=dict(SHORTCUT_GROUPS), teacher_view="x", card=CARD,
             shortcut_region="outside_mask",

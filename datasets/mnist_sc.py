@@ -10,6 +10,7 @@ from bench.data import BiasedDataset, Split, register_dataset
 from datasets.digits import (
     NO_SHORTCUT,
     SHORTCUT_GROUPS,
+    SHORTCUT_ROLES,
     SHORTCUT_SPLITS,
     SMALL_DIGITS,
     DigitSource,
@@ -89,7 +90,7 @@ def render(patch_size: int) -> RenderSplit:
 def build_mnist_sc(cfg: MNISTSC.Config, device: torch.device, seed: int) -> BiasedDataset:
     splits = shortcut_splits(cfg, cfg.strength, seed, device, render(cfg.patch_size))
     return BiasedDataset(
-        name="mnist_sc", splits=splits, num_classes=NUM_CLASSES, class_names=cfg.class_names(),
+        name="mnist_sc", splits=splits, roles=SHORTCUT_ROLES, num_classes=NUM_CLASSES, class_names=cfg.class_names(),
         bias_kind="border patch", bias_strength=float(cfg.strength), split_descriptions=dict(SHORTCUT_SPLITS),
         group_names=dict(SHORTCUT_GROUPS), teacher_view="x", card=CARD, shortcut_region="mask",
     )

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from bench.data import BiasedDataset, register_dataset
+from bench.data import BiasedDataset, SplitRoles, register_dataset
 from datasets.bias import random_other
 from datasets.pasted import Placement, SpriteClasses, make_split, render_versions, scene_ids
 from datasets.sprites import sprites_in_group
@@ -20,6 +20,9 @@ OOD_VAL_SCENES = ("oast_house", "orchard", "viaduct")
 OOD_TEST_SCENES = ("water_tower", "waterfall", "zen_garden")
 SCENES = BIAS_SCENES + NON_BIAS_SCENES + OOD_VAL_SCENES + OOD_TEST_SCENES  # bias id = index here
 GROUPS = {0: "bias-aligned", 1: "bias-conflicting", 2: "neutral scene"}
+ROLES = SplitRoles(selection="val", validation=("val", "val_ood"), iid="iid", shifted=("ood", "shift"),
+                   oracle="val_ood_acc", headline="ood_acc",
+                   group_kinds={0: "aligned", 1: "conflicting", 2: "neutral"})
 
 CARD = """\
 OBJECTS ON SCENES (background shortcut; the COCO-on-Places design of Ahmed et al., used by the
@@ -128,7 +131,7 @@ def build_objects_on_scenes(cfg: ObjectsOnScenes.Config, device: torch.device, s
         x, y, bias, group, mask, noisy = parts[name]
         splits[name] = make_split(x, y, bias, group, mask, device, noisy)
     return BiasedDataset(
-        name="objects_on_scenes", splits=splits, num_classes=classes, class_names=list(CLASSES),
+        name="objects_on_scenes", splits=splits, roles=ROLES, num_classes=classes, class_names=list(CLASSES),
         bias_kind="background scene", bias_strength=float(cfg.strength), split_descriptions=dict(SPLIT_DESCRIPTIONS),
         group_names=dict(GROUPS), teacher_view="x_debiased", card=CARD, shortcut_region="outside_mask",
     )

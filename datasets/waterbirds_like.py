@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from bench.data import BiasedDataset, Split, register_dataset
+from bench.data import BiasedDataset, Split, SplitRoles, register_dataset
 from datasets.image_sources import load_waterbirds, waterbirds_fingerprint
 from datasets.pasted import Placement, SpriteClasses, make_split, render_versions, scene_ids
 from datasets.scenes import SCENE_CATEGORIES
@@ -48,6 +48,11 @@ SPLIT_DESCRIPTIONS = {
     "test_ood": "the test images of the swapped groups (waterbird on land, landbird on water)",
 }
 IN_DISTRIBUTION_GROUPS = (0, 3)
+# Waterbirds is judged on its worst group; its validation split is group-balanced (an unbiased validation
+# split), so the unbiased_val rule can select on it.
+ROLES = SplitRoles(selection="val", validation=("val",), iid="test_id", shifted=("test", "test_ood"),
+                   oracle="test_worst_group_acc", headline="test_worst_group_acc", unbiased_val="val_worst_group_acc",
+                   group_kinds={0: "aligned", 1: "conflicting", 2: "conflicting", 3: "aligned"})
 
 
 def with_group_splits(splits: dict[str, Split]) -> dict[str, Split]:
@@ -146,7 +151,7 @@ def build_waterbirds_like(cfg: WaterbirdsLike.Config, device: torch.device, seed
                                           debiased=False)
         splits[name] = make_split(images[name], y, places, 2 * y + places, mask, device, images["randomised"])
     return BiasedDataset(
-        name="waterbirds_like", splits=with_group_splits(splits), num_classes=2, class_names=list(CLASSES),
+        name="waterbirds_like", splits=with_group_splits(splits), roles=ROLES, num_classes=2, class_names=list(CLASSES),
         bias_kind="background place", bias_strength=float(cfg.strength), split_descriptions=dict(SPLIT_DESCRIPTIONS),
         group_names=dict(GROUPS), teacher_view="x", card=CARD, shortcut_region="outside_mask",
     )
@@ -161,7 +166,7 @@ def build_from_files(cfg: WaterbirdsLike.Config, device: torch.device) -> Biased
     train = splits["train"]
     strength = float((train.bias == train.y).float().mean()) if len(train) else 0.0
     return BiasedDataset(
-        name="waterbirds_like", splits=with_group_splits(splits), num_classes=2, class_names=list(CLASSES),
+        name="waterbirds_like", splits=with_group_splits(splits), roles=ROLES, num_classes=2, class_names=list(CLASSES),
         bias_kind="background place", bias_strength=strength, split_descriptions=dict(SPLIT_DESCRIPTIONS),
         group_names=dict(GROUPS), teacher_view="x",
         card=CARD + "\nBuilt from the user's Waterbirds files (source=files): CUB birds on Places scenes.",

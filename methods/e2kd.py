@@ -91,12 +91,9 @@ class E2KD(TeacherStudentMethod):
     # --- the teacher's side ----------------------------------------------------------------------------
     def _teacher_outputs_of_the_training_set(self) -> dict[str, Tensor]:
         """"Frozen explanations": the teacher's logits and maps of every training image, computed once."""
-        assert self.ctx.dataset is not None
-        train = self.ctx.dataset.splits["train"]
-        views = self.train_views
+        assert self.ctx.train is not None
         logits, maps = [], []
-        for start in range(0, len(train), 256):
-            batch = train.batch(torch.arange(start, min(start + 256, len(train)), device=train.y.device), views)
+        for batch in self.ctx.train.batches(256):
             heatmap, teacher_logits, _ = self._teacher_explanation(batch)
             logits.append(teacher_logits)
             maps.append(heatmap)

@@ -130,7 +130,7 @@ class ExplanationDistill(TeacherStudentMethod):
         return lambda logits: explained_classes(logits, self.hp.argmax_probability)
 
     def eps_for(self, batch: Batch, validation: bool) -> Tensor:
-        hp, size, device = self.hp, len(batch.y), batch.y.device
+        hp, size, device = self.hp, len(batch.x), batch.x.device
         if validation:
             return torch.full((size,), math.sqrt(hp.eps_min * hp.eps_max), device=device)
         return sample_eps(size, hp.eps_min, hp.eps_max, device)

@@ -30,7 +30,6 @@ from bench.data import Batch
 from bench.method import Method, TrainHparams, register_method
 
 STAGES = ("bias", "vanilla", "masks", "finetune")
-NOT_SELECTABLE = 1e6  # added to the validation loss of the stages that do not produce the predictor
 MASK_INIT = 1.5  # DCWP's initial mask logit (σ(1.5) ≈ 0.82: most weights kept at first)
 
 
@@ -113,7 +112,7 @@ class NeuronDiff(Method):
     requires = frozenset({"labels"})
 
     def build(self) -> None:
-        assert self.ctx.dataset is not None
+        assert self.ctx.train is not None
         self.model = self.new_model()
         self.names = masked_weight_names(self.model)
         shapes = dict(self.model.named_parameters())
@@ -121,7 +120,7 @@ class NeuronDiff(Method):
             f"{side}{i}": nn.Parameter(torch.full_like(shapes[name], MASK_INIT))
             for side in ("a", "b") for i, name in enumerate(self.names)
         }).to(self.device)
-        n = len(self.ctx.dataset.splits["train"])
+        n = len(self.ctx.train)
         self.in_a = torch.zeros(n, dtype=torch.bool, device=self.device)  # D_a membership (D_b: the rest)
         self.stable = torch.zeros((), dtype=torch.bool, device=self.device)  # the last re-assignment changed nothing
         self.current = ""
@@ -170,13 +169,11 @@ class NeuronDiff(Method):
     @torch.no_grad()
     def correct(self, predict: Any) -> Tensor:
         """Which training samples ``predict`` classifies correctly (eval mode)."""
-        assert self.ctx.dataset is not None
-        train = self.ctx.dataset.splits["train"]
+        assert self.ctx.train is not None
         was_training = self.model.training
         self.model.eval()
         hits = []
-        for start in range(0, len(train), 1024):
-            batch = train.batch(torch.arange(start, min(start + 1024, len(train)), device=train.y.device), ("x",))
+        for batch in self.ctx.train.batches(1024):
             hits.append(predict(batch.x).argmax(1) == batch.y)
         self.model.train(was_training)
         return torch.cat(hits)
@@ -221,11 +218,10 @@ class NeuronDiff(Method):
         logs["grad_norm"] = self.clip_and_step(self.optimizer, self.params)
         return logs
 
-    def val_loss(self, batch: Batch) -> Tensor:
-        """CE of the predictor. Epochs before the mask stage are not candidates for IID-validation selection
-        (their network is not the method's predictor): their validation loss is offset by NOT_SELECTABLE."""
-        loss = F.cross_entropy(self.predict(batch.x), batch.y)
-        return loss if self.current in ("masks", "finetune") else loss + NOT_SELECTABLE
+    def selectable(self) -> bool:
+        """Epochs before the mask stage are not candidates for selection: their network (the GCE bias model,
+        then the vanilla one) is not the method's predictor."""
+        return self.current in ("masks", "finetune")
 
     def predict(self, x: Tensor) -> Tensor:
         if self.current in ("masks", "finetune"):

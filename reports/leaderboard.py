@@ -41,7 +41,7 @@ NOTE = (f"Selection: {SELECTION} (the epoch with the lowest loss on the biased I
 # --- supervision ------------------------------------------------------------------------------
 def supervision_items(run: dict[str, Any]) -> list[str] | None:
     """The run's recorded budget, or the registry's for records written before budgets were recorded."""
-    recorded = (run.get("provenance") or {}).get("supervision")
+    recorded = (run.get("meta") or {}).get("supervision", (run.get("provenance") or {}).get("supervision"))
     if recorded is not None:
         return list(recorded)
     from bench.method import supervision_budget

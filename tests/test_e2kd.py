@@ -10,7 +10,7 @@ from bench.data import load_dataset
 from bench.losses import soft_kl
 from bench.method import get_method, resolve_hparams
 from bench.models import create_model, feature_module
-from bench.runner import build_method
+from bench.method import build_method
 from methods.e2kd import warmup_cosine
 from tests.conftest import TINY_DATA
 

@@ -12,7 +12,7 @@ from bench.data import load_dataset
 from bench.losses import soft_kl
 from bench.method import get_method, list_methods, resolve_hparams
 from bench.models import create_model
-from bench.runner import build_method
+from bench.method import build_method
 from tests.conftest import TINY_DATA
 
 

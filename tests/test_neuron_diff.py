@@ -7,7 +7,7 @@ import torch
 
 from bench.data import load_dataset
 from bench.method import get_method, resolve_hparams
-from bench.runner import build_method
+from bench.method import build_method
 from methods.neuron_diff import gce, gumbel_sigmoid, soft_iou
 from tests.conftest import TINY_DATA
 

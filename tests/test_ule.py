@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from bench.data import load_dataset
 from bench.method import get_method, resolve_hparams
-from bench.runner import build_method
+from bench.method import build_method
 from tests.conftest import TINY_DATA
 
 

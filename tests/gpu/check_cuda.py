@@ -30,7 +30,7 @@ from bench.method import get_method, resolve_hparams
 from bench.models import create_model
 from bench.perf import format_results, run_perf
 from bench.provenance import device_name
-from bench.runner import build_method
+from bench.method import build_method
 
 SMALL = {"train_size": 2048, "val_size": 256, "test_size": 256}
 

@@ -1,0 +1,88 @@
+"""Selection rules: named objects that pick one epoch of a run from its per-epoch records.
+
+The same rule object decides the numbers every table reports and which checkpoint ``best.pt`` keeps
+(DomainBed's ``model_selection.py`` idea, applied to epochs). One tie rule everywhere: among equally good
+epochs the earliest wins. Epochs a method marks not selectable (``Method.selectable``, stored as the
+``selectable`` flag of the epoch row) are never chosen.
+
+- ``iid_val``: the lowest loss of the method's own objective on the biased validation split (the papers'
+  rule; needs no unbiased data, works at 100 % bias). The default, and the rule of ``best.pt``.
+- ``last``: the last selectable epoch.
+- ``oracle``: the best value of the dataset's declared oracle metric (``SplitRoles.oracle``). On an OOD
+  validation split it is a legitimate but privileged rule; on a test split it is an upper bound. Tables
+  say which.
+- ``unbiased_val``: the best value of a metric on a group-balanced validation split (``SplitRoles.unbiased_val``,
+  e.g. Waterbirds' worst validation group): selection with group labels of validation data.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from bench.data import SplitRoles
+from bench.registry import Registry
+
+
+@dataclass(frozen=True)
+class SelectionRule:
+    """``metric(roles)`` names the epoch-row key to optimise (None: the rule does not apply to the dataset);
+    ``goal`` is "min", "max" or "last"."""
+
+    name: str
+    summary: str
+    goal: str
+    metric: Callable[[SplitRoles], str | None]
+
+    def applies(self, roles: SplitRoles) -> bool:
+        return self.goal == "last" or self.metric(roles) is not None
+
+    def choose(self, history: list[dict[str, Any]], roles: SplitRoles) -> dict[str, Any] | None:
+        """The chosen epoch row of ``history`` (rows in epoch order), or None (no selectable epoch, or the rule
+        does not apply to this dataset)."""
+        candidates = [row for row in history if row.get("selectable", True)]
+        if not candidates or not self.applies(roles):
+            return None
+        if self.goal == "last":
+            return candidates[-1]
+        key = self.metric(roles)
+        sign = 1.0 if self.goal == "min" else -1.0
+        best = candidates[0]
+        for row in candidates[1:]:  # strict improvement only: the earliest of equal epochs wins
+            if sign * row[key] < sign * best[key]:
+                best = row
+        return best
+
+    def describe(self, roles: SplitRoles, splits: list[str]) -> dict[str, Any]:
+        """What the rule read on this dataset (stored with the run; tables print it)."""
+        key = self.metric(roles) if self.goal != "last" else None
+        on_test = key is not None and roles.on_test_split(key, splits)
+        return {"metric": key, "goal": self.goal, "on_test_split": on_test, "summary": self.summary}
+
+
+SELECTION_RULES: Registry[SelectionRule] = Registry("selection rule")
+DEFAULT_RULE = "iid_val"
+
+
+def register_rule(rule: SelectionRule) -> SelectionRule:
+    return SELECTION_RULES.register(rule.name)(rule)
+
+
+register_rule(SelectionRule("iid_val", "lowest loss of the method's objective on the biased validation split",
+                            "min", lambda roles: "val_loss"))
+register_rule(SelectionRule("last", "last selectable epoch", "last", lambda roles: None))
+register_rule(SelectionRule("oracle", "best value of the dataset's oracle metric (an upper bound when it is a "
+                            "test split)", "max", lambda roles: roles.oracle))
+register_rule(SelectionRule("unbiased_val", "best value of a metric on a group-balanced validation split "
+                            "(uses validation group labels)", "max", lambda roles: roles.unbiased_val))
+
+
+def select_epochs(history: list[dict[str, Any]], roles: SplitRoles) -> dict[str, dict[str, Any]]:
+    """Final metrics under every rule that applies to the dataset, from the per-epoch history."""
+    chosen = {name: SELECTION_RULES.get(name).choose(history, roles) for name in SELECTION_RULES.names()}
+    return {name: dict(row) for name, row in chosen.items() if row is not None}
+
+
+def selection_meta(roles: SplitRoles, splits: list[str]) -> dict[str, dict[str, Any]]:
+    return {name: SELECTION_RULES.get(name).describe(roles, splits) for name in SELECTION_RULES.names()
+            if SELECTION_RULES.get(name).applies(roles)}

@@ -1,0 +1,67 @@
+"""Selection rules on synthetic epoch records (DomainBed-style), and the kept checkpoint agreeing with them."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from bench.data import SplitRoles
+from bench.runner import execute, load_checkpoint
+from bench.runs import make_run_config
+from bench.selection import SELECTION_RULES, select_epochs, selection_meta
+from bench.store import Store
+from tests.conftest import TINY_DATA, TINY_HP
+
+ROLES = SplitRoles(selection="val", validation=("val", "val_ood"), iid="iid", shifted=("ood",),
+                   oracle="val_ood_acc", headline="ood_acc", group_kinds={0: "aligned", 1: "conflicting"},
+                   unbiased_val="val_worst_group_acc")
+
+
+def row(epoch: int, val_loss: float, val_ood: float = 0.0, worst: float = 0.0, selectable: bool = True) -> dict:
+    return {"epoch": epoch, "val_loss": val_loss, "val_ood_acc": val_ood, "val_worst_group_acc": worst,
+            "selectable": selectable}
+
+
+def test_each_rule_picks_its_epoch_and_the_earliest_of_ties() -> None:
+    history = [row(1, 0.5, 0.2, 0.1), row(2, 0.1, 0.9, 0.4), row(3, 0.3, 0.9, 0.7), row(4, 0.1, 0.1, 0.7)]
+    chosen = select_epochs(history, ROLES)
+    assert chosen["iid_val"]["epoch"] == 2  # 0.1 twice: the earlier
+    assert chosen["oracle"]["epoch"] == 2  # 0.9 twice: the earlier
+    assert chosen["unbiased_val"]["epoch"] == 3  # 0.7 twice: the earlier
+    assert chosen["last"]["epoch"] == 4
+
+
+def test_epochs_marked_not_selectable_are_never_chosen() -> None:
+    history = [row(1, 0.01, 0.99, 0.99, selectable=False), row(2, 0.5, 0.1, 0.1), row(3, 0.4, 0.2, 0.2),
+               row(4, 0.0, 1.0, 1.0, selectable=False)]
+    chosen = select_epochs(history, ROLES)
+    assert {rule: r["epoch"] for rule, r in chosen.items()} == {"iid_val": 3, "oracle": 3, "unbiased_val": 3,
+                                                                  "last": 3}
+    assert select_epochs([row(1, 0.1, selectable=False)], ROLES) == {}
+
+
+def test_rules_that_do_not_apply_are_absent_and_described() -> None:
+    plain = SplitRoles(selection="val", validation=("val",), iid="iid", shifted=("ood",), oracle="ood_acc",
+                       headline="ood_acc", group_kinds={})
+    history = [{"epoch": 1, "val_loss": 0.2, "ood_acc": 0.5}]
+    assert set(select_epochs(history, plain)) == {"iid_val", "last", "oracle"}
+    meta = selection_meta(plain, ["val", "iid", "ood"])
+    assert meta["oracle"]["metric"] == "ood_acc" and meta["oracle"]["on_test_split"] is True
+    assert selection_meta(ROLES, ["val", "val_ood", "iid", "ood"])["oracle"]["on_test_split"] is False
+    assert "unbiased_val" not in meta
+    assert SELECTION_RULES.get("iid_val").describe(plain, ["val"])["metric"] == "val_loss"
+
+
+def test_best_checkpoint_is_the_epoch_the_rule_reports(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With a validation loss that ties, ``best.pt`` must hold the earliest of the tied epochs, the one whose
+    metrics ``iid_val`` reports (two separate tie rules used to disagree here)."""
+    import bench.runner as runner
+
+    monkeypatch.setattr(runner._Training, "_val_loss", lambda self: 0.25)  # every epoch ties
+    cfg = make_run_config("erm", "coloured_mnist", "fast", 0, {**TINY_HP, "epochs": 3}, TINY_DATA)
+    store = Store(tmp_path)
+    record = execute(cfg, store, torch.device("cpu"), progress=False)
+    assert record["final"]["iid_val"]["epoch"] == 1
+    assert load_checkpoint(store.run_dir(cfg.run_id) / "best.pt", torch.device("cpu"))["epoch"] == 1
+    assert record["meta"]["checkpoint_rule"] == "iid_val"
