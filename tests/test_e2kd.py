@@ -8,9 +8,8 @@ import torch.nn.functional as F
 
 from bench.data import load_dataset
 from bench.losses import soft_kl
-from bench.method import get_method, resolve_hparams
+from bench.method import build_method, get_method, resolve_hparams
 from bench.models import create_model, feature_module
-from bench.method import build_method
 from methods.e2kd import warmup_cosine
 from tests.conftest import TINY_DATA
 

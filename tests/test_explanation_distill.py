@@ -7,9 +7,8 @@ import torch
 
 from bench.data import load_dataset
 from bench.losses import geometric_l1, pyramid_geometric_l1, pyramid_scales
-from bench.method import get_method, resolve_hparams
+from bench.method import build_method, get_method, resolve_hparams
 from bench.models import classifier_module, create_model
-from bench.method import build_method
 from methods.explanation_distill import explained_classes, sample_eps
 from tests.conftest import TINY_DATA
 

@@ -10,9 +10,8 @@ import torch.nn.functional as F
 
 from bench.data import load_dataset
 from bench.losses import soft_kl
-from bench.method import get_method, list_methods, resolve_hparams
+from bench.method import build_method, get_method, list_methods, resolve_hparams
 from bench.models import create_model
-from bench.method import build_method
 from tests.conftest import TINY_DATA
 
 

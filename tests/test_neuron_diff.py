@@ -6,8 +6,7 @@ import pytest
 import torch
 
 from bench.data import load_dataset
-from bench.method import get_method, resolve_hparams
-from bench.method import build_method
+from bench.method import build_method, get_method, resolve_hparams
 from methods.neuron_diff import gce, gumbel_sigmoid, soft_iou
 from tests.conftest import TINY_DATA
 

@@ -7,8 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from bench.data import load_dataset
-from bench.method import get_method, resolve_hparams
-from bench.method import build_method
+from bench.method import build_method, get_method, resolve_hparams
 from tests.conftest import TINY_DATA
 
 

@@ -26,11 +26,10 @@ import torch.nn.functional as F
 from bench.cudagraph import GraphedStep
 from bench.data import DATASETS, Batch, BiasedDataset, load_dataset
 from bench.explain import explain, list_explainers
-from bench.method import get_method, resolve_hparams
+from bench.method import build_method, get_method, resolve_hparams
 from bench.models import create_model
 from bench.perf import format_results, run_perf
 from bench.provenance import device_name
-from bench.method import build_method
 
 SMALL = {"train_size": 2048, "val_size": 256, "test_size": 256}
 
