@@ -237,6 +237,7 @@ class _Training:
         teacher_method = self.cfg.teacher["method"] if self.cfg.teacher else None
         return {
             "roles": self.roles.to_dict(),
+            "is_teacher": self.method_cls.is_teacher,
             "selection": selection_meta(self.roles, self.dataset.eval_splits),
             "checkpoint_rule": self.rule.name,
             "supervision": supervision_budget(self.cfg.method, teacher_method),

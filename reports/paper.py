@@ -1,15 +1,21 @@
-"""Paper reference numbers (committed CSVs under ``results/paper/``) and the paper-vs-ours comparison."""
+"""Paper reference numbers (committed CSVs under ``results/paper/``) and the paper-vs-ours comparison.
+
+A reference row is keyed on registry names and parameters: ``method`` (our method name), ``dataset`` (our
+dataset family), ``dataset_params`` (JSON: the options a run must have for the row to apply, e.g.
+``{"conflict_ratio": 0.01}``; ``{}``: any), ``split`` and ``metric`` (our split and metric names)."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
 from reports.blocks import mean_std
 
 PAPER_DIR = Path(__file__).resolve().parent.parent / "results" / "paper"
-REFERENCE_COLUMNS = ["source", "method", "paper_method", "dataset", "paper_dataset", "split", "metric", "value",
-                     "note"]
+REFERENCE_COLUMNS = ["source", "method", "paper_method", "dataset", "dataset_params", "paper_dataset", "split",
+                     "metric", "value", "note"]
 METRIC_LABELS = {"acc": "acc.", "agreement": "agreement", "worst_group_acc": "worst group"}
 
 
@@ -24,33 +30,43 @@ def load_reference(folder: Path = PAPER_DIR) -> pd.DataFrame:
         if "metric" not in frame:
             frame["metric"] = "acc"
         frame["value"] = frame["value"].astype(float)
+        frame["dataset_params"] = [json.loads(text) for text in frame["dataset_params"]]
         frames.append(frame[REFERENCE_COLUMNS])
     if not frames:
         return pd.DataFrame(columns=REFERENCE_COLUMNS)
     return pd.concat(frames, ignore_index=True)
 
 
-def reference_columns(reference: pd.DataFrame, dataset: str) -> list[tuple[str, str]]:
-    """The (split, metric) pairs the reference gives for ``dataset``, in file order."""
-    ref = reference[reference["dataset"] == dataset]
+def applies(row_params: dict[str, Any], params: dict[str, Any]) -> bool:
+    """Whether a reference row with ``row_params`` applies to runs with dataset options ``params``."""
+    return all(key in params and params[key] == value for key, value in row_params.items())
+
+
+def references_for(reference: pd.DataFrame, family: str, params: dict[str, Any]) -> pd.DataFrame:
+    """The reference rows of dataset family ``family`` that apply to runs with dataset options ``params``."""
+    rows = reference[reference["dataset"] == family]
+    return rows[[applies(p, params) for p in rows["dataset_params"]]]
+
+
+def reference_columns(ref: pd.DataFrame) -> list[tuple[str, str]]:
+    """The (split, metric) pairs of reference rows ``ref``, in file order."""
     return list(dict.fromkeys(zip(ref["split"], ref["metric"], strict=True)))
 
 
-def comparison_rows(ours: pd.DataFrame, reference: pd.DataFrame, dataset: str,
-                    columns: list[tuple[str, str]] | None = None) -> list[list[str]]:
-    """One row per method present in both: for each (split, metric) ``ours ± std``, ``paper`` and
+def comparison_rows(ours: pd.DataFrame, ref: pd.DataFrame) -> list[list[str]]:
+    """One row per method variant with a reference row: for each (split, metric) ``ours ± std``, ``paper`` and
     ``Δ = ours − paper``.
 
-    ``ours`` holds aggregate rows (``<split>_<metric>_mean``/``_std`` in percent) of one dataset × protocol
-    at one selection rule. Cells the paper marks N/A stay N/A with the paper's reason."""
-    ref = reference[reference["dataset"] == dataset]
-    columns = columns if columns is not None else reference_columns(reference, dataset)
+    ``ours`` holds aggregate rows (``<split>_<metric>_mean``/``_std`` in percent) of one dataset variant ×
+    protocol at one selection rule; ``ref`` the reference rows that apply to it (``references_for``); rows are
+    matched on the registry method name. Cells the paper marks N/A stay N/A with the paper's reason."""
+    columns = reference_columns(ref)
     rows: list[list[str]] = []
-    for _, row in ours.sort_values("method").iterrows():
+    for _, row in ours.sort_values("method_label").iterrows():
         paper = ref[ref["method"] == row["method"]]
         if paper.empty:
             continue
-        cells = [row["method"], str(row["n_seeds"])]
+        cells = [row["method_label"], str(row["n_seeds"])]
         for split, metric in columns:
             cells += _cells(row, paper[(paper["split"] == split) & (paper["metric"] == metric)], f"{split}_{metric}")
         rows.append(cells)

@@ -33,11 +33,12 @@ def render(size: tuple[float, float], draw: Callable[[Figure], None], dpi: int =
 def draw_accuracy(fig: Figure, finals: pd.DataFrame, splits: list[str], labels: dict[str, str]) -> None:
     """Grouped bars (mean) of each split's accuracy per method, one black dot per seed."""
     ax = fig.add_subplot()
-    methods = sorted(finals["method"].unique())
+    methods = sorted(finals["method_label"].unique())
     width = 0.8 / len(splits)
     for i, split in enumerate(splits):
         offset = (i - (len(splits) - 1) / 2) * width
-        values = [finals.loc[finals["method"] == m, f"{split}_acc"].dropna().astype(float) * 100 for m in methods]
+        values = [finals.loc[finals["method_label"] == m, f"{split}_acc"].dropna().astype(float) * 100
+                  for m in methods]
         ax.bar([j + offset for j in range(len(methods))], [v.mean() if len(v) else 0 for v in values], width,
                label=labels.get(split, split), color=f"C{i}")
         for j, seeds in enumerate(values):
@@ -51,10 +52,10 @@ def draw_accuracy(fig: Figure, finals: pd.DataFrame, splits: list[str], labels: 
 def draw_curves(fig: Figure, curves: pd.DataFrame, splits: list[str], labels: dict[str, str]) -> None:
     """One panel per split: mean accuracy per epoch, one line per method."""
     columns = [f"{split}_acc" for split in splits]
-    means = curves.groupby(["method", "epoch"], sort=True)[columns].mean() * 100
+    means = curves.groupby(["method_label", "epoch"], sort=True)[columns].mean() * 100
     axes = fig.subplots(1, len(splits), sharey=True, squeeze=False)[0]
     for ax, split in zip(axes, splits, strict=False):
-        for i, method in enumerate(means.index.get_level_values("method").unique()):
+        for i, method in enumerate(means.index.get_level_values("method_label").unique()):
             series = means.loc[method, f"{split}_acc"]
             ax.plot(series.index, series.values, marker="o", markersize=3, label=method, color=f"C{i % 10}")
         ax.set_title(f"{labels.get(split, split)} accuracy")

@@ -11,7 +11,6 @@ from __future__ import annotations
 import functools
 import json
 import math
-import re
 from pathlib import Path
 from typing import Any
 
@@ -34,25 +33,26 @@ from reports.blocks import (
     table_csv,
 )
 from reports.leaderboard import NOTE as LEADERBOARD_NOTE
-from reports.leaderboard import budgets, leaderboard_table
-from reports.paper import METRIC_LABELS, comparison_rows, load_reference, reference_columns
-from reports.records import ID_COLUMNS, ReportData, read_store
-from reports.splits import SPLIT_LABELS, has_groups, label, splits_of
+from reports.leaderboard import budgets, leaderboard_table, metric_label
+from reports.paper import METRIC_LABELS, comparison_rows, load_reference, reference_columns, references_for
+from reports.records import ID_COLUMNS, ReportData, is_teacher, read_store, test_splits
+from reports.splits import SPLIT_LABELS, has_groups, label
 
-GROUP_KEYS = ["method", "dataset", "protocol", "selection"]
-SUMMARY_SPLITS = ("iid", "ood", "shift")
-SUMMARY_COLUMNS = ["method", "dataset", "protocol", "selection", "n_seeds"] + [
-    f"{split}_acc{suffix}" for split in SUMMARY_SPLITS for suffix in ("", "_std")
-]
-SELECTION_ORDER = ("iid_val", "last", "oracle")
+# rows are grouped by display labels; the registry names ride along (they are functions of the labels)
+GROUP_KEYS = ["method_label", "dataset_label", "protocol", "selection", "method", "dataset"]
+SUMMARY_COLUMNS = ["method", "dataset", "protocol", "selection", "n_seeds", "iid_split", "iid_acc", "iid_acc_std",
+                   "headline", "headline_value", "headline_std"]
+SELECTION_ORDER = ("iid_val", "last", "oracle", "unbiased_val")
 SELECTION_RULES = {
     "iid_val": "the epoch with the lowest IID-validation loss (the method's own objective on the biased"
                " validation split; no OOD labels used)",
     "last": "the last training epoch",
-    "oracle": "ORACLE, an upper bound and not a valid model selection: the epoch with the best OOD accuracy,"
-              " chosen with test/OOD labels",
+    "oracle": "the oracle rule: the epoch with the best value of the dataset's oracle metric ({metric})",
+    "unbiased_val": "the epoch with the best {metric} on a group-balanced validation split (uses validation"
+                    " group labels)",
 }
-ORACLE_MARK = " (ORACLE upper bound: uses OOD test labels)"
+ORACLE_MARKS = {True: " (ORACLE upper bound: selected with test labels)",
+                False: " (oracle: selected on an OOD validation split)"}
 STD_NOTE = "± = standard deviation over seeds (n/a with a single seed); values in percent."
 MAX_ERROR_CHARS = 300
 PERCENT_SUFFIXES = ("_acc", "_agreement", "_gap", "_shortcut_relevance")
@@ -67,7 +67,7 @@ def write_report(results_dir: Path) -> Path:
     data = read_store(Path(results_dir))
     out = Path(results_dir) / "report"
     aggregate = aggregate_finals(data.finals)
-    atomic_write_text(out / "summary.csv", summary_csv(aggregate))
+    atomic_write_text(out / "summary.csv", summary_csv(aggregate, data.roles))
     blocks = document(data, aggregate)
     write_blocks(out, blocks)
     return out
@@ -111,23 +111,31 @@ def aggregate_finals(finals: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame(columns=GROUP_KEYS + ["n_seeds"])
     metrics = [col for col in finals.columns if col not in ID_COLUMNS and is_metric(col)]
     scaled = finals[GROUP_KEYS].join(finals[metrics].astype(float) * [100 if is_percent(m) else 1 for m in metrics])
-    grouped = scaled.groupby(GROUP_KEYS, sort=True)
+    grouped = scaled.groupby(GROUP_KEYS, sort=True, dropna=False)
     stats = grouped[metrics].agg(["mean", "std"])
     stats.columns = [f"{metric}_{stat}" for metric, stat in stats.columns]
     stats.insert(0, "n_seeds", grouped.size())
     return stats.reset_index()
 
 
-def summary_csv(aggregate: pd.DataFrame) -> str:
-    """The summary table as CSV text (percent, rounded to 2 decimals, deterministic order)."""
-    table = pd.DataFrame({col: aggregate[col] for col in GROUP_KEYS + ["n_seeds"]})
-    for split in SUMMARY_SPLITS:
-        for suffix, stat in (("", "mean"), ("_std", "std")):
-            source = f"{split}_acc_{stat}"
-            values = aggregate[source] if source in aggregate else pd.Series(math.nan, index=aggregate.index)
-            table[f"{split}_acc{suffix}"] = values.astype(float).map(lambda v: round(v, 2))
-    table = table[SUMMARY_COLUMNS].sort_values(["dataset", "protocol", "selection", "method"], kind="stable")
+def summary_csv(aggregate: pd.DataFrame, roles: dict[str, dict[str, Any]]) -> str:
+    """The summary table as CSV text: per method × dataset × protocol × selection, the IID accuracy and the
+    dataset's headline metric (percent, rounded to 2 decimals, deterministic order)."""
+    rows = []
+    for _, row in aggregate.iterrows():
+        role = roles[row["dataset_label"]]
+        iid, headline = role.get("iid"), role["headline"]
+        rows.append([row["method_label"], row["dataset_label"], row["protocol"], row["selection"], row["n_seeds"],
+                     iid or "", *(rounded(row, f"{iid}_acc_{stat}") for stat in ("mean", "std")),
+                     headline, *(rounded(row, f"{headline}_{stat}") for stat in ("mean", "std"))])
+    table = pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
+    table = table.sort_values(["dataset", "protocol", "selection", "method"], kind="stable")
     return table.to_csv(index=False, lineterminator="\n")
+
+
+def rounded(row: pd.Series, column: str) -> float:
+    value = row.get(column, math.nan)
+    return math.nan if pd.isna(value) else round(float(value), 2)
 
 
 # --- splits and cells -----------------------------------------------------------------------
@@ -157,49 +165,60 @@ def document(data: ReportData, aggregate: pd.DataFrame) -> list[Block]:
         blocks.append(Para("No finished runs in this results store yet: there is nothing to summarise."))
     if data.n_unfinished:
         blocks.append(Para(f"{data.n_unfinished} run(s) still pending or running are not included."))
-    if any(is_teacher(m) for m in data.costs["method"]):
-        blocks.append(Para("Teacher runs (method names containing 'teacher') appear as rows of their own;"
-                           " they are the reference for the teacher-agreement and explanation-similarity columns."))
+    if data.unrecorded:
+        blocks.append(Para(f"{len(data.unrecorded)} finished run(s) predate recorded split roles and are left out;"
+                           " they are stale: re-running their suite re-runs them."))
+    if any(is_teacher(run) for run in data.runs):
+        blocks.append(Para("Teacher runs appear as rows of their own; they are the reference for the"
+                           " teacher-agreement and explanation-similarity columns."))
     if not data.finals.empty:
         blocks += leaderboard_section(data)
-    for (dataset, protocol), finals in data.finals.groupby(["dataset", "protocol"], sort=True):
+    for (dataset, protocol), finals in data.finals.groupby(["dataset_label", "protocol"], sort=True):
         blocks += section(dataset, protocol, finals, aggregate, data)
     blocks += strength_section(data)
     blocks += failures(data.failed)
     return blocks
 
 
-def is_teacher(method: str) -> bool:
-    return "teacher" in method
-
-
 def leaderboard_section(data: ReportData) -> list[Block]:
     blocks: list[Block] = [Heading(2, "Leaderboard"), Para(LEADERBOARD_NOTE)]
-    for (dataset, protocol), finals in data.finals.groupby(["dataset", "protocol"], sort=True):
-        blocks += leaderboard_table(dataset, protocol, finals, data.runs)
+    for (dataset, protocol), finals in data.finals.groupby(["dataset_label", "protocol"], sort=True):
+        blocks += leaderboard_table(dataset, protocol, finals, data.runs, data.roles[dataset])
     return blocks
 
 
 def section(dataset: str, protocol: str, finals: pd.DataFrame, aggregate: pd.DataFrame,
             data: ReportData) -> list[Block]:
     """Every table and plot of one dataset × protocol."""
-    here = aggregate[(aggregate["dataset"] == dataset) & (aggregate["protocol"] == protocol)]
+    here = aggregate[(aggregate["dataset_label"] == dataset) & (aggregate["protocol"] == protocol)]
+    roles = data.roles[dataset]
+    runs = [run for run in data.runs if run["dataset_label"] == dataset and run["protocol"] == protocol]
     stem = slug(f"{dataset}_{protocol}")
     chosen = here[here["selection"] == "iid_val"].dropna(axis=1, how="all")
     supervision = budgets(data.runs, dataset, protocol)
     blocks: list[Block] = [Heading(2, f"{dataset} / {protocol}"), Heading(3, "Accuracy")]
     for selection in ordered_selections(here["selection"]):
         rows = here[here["selection"] == selection].dropna(axis=1, how="all")
-        blocks += accuracy_table(rows, selection, supervision, f"accuracy_{stem}_{selection}")
-    blocks += group_tables(chosen, stem)
-    blocks += explanation_table(chosen, stem)
-    blocks += paper_table(dataset, protocol, chosen, stem)
-    costs = data.costs[(data.costs["dataset"] == dataset) & (data.costs["protocol"] == protocol)]
+        blocks += accuracy_table(rows, selection, supervision, f"accuracy_{stem}_{selection}", roles,
+                                 rule_meta(runs, selection))
+    blocks += group_tables(chosen, stem, roles)
+    blocks += explanation_table(chosen, stem, roles)
+    blocks += paper_table(protocol, chosen, stem, runs)
+    costs = data.costs[(data.costs["dataset_label"] == dataset) & (data.costs["protocol"] == protocol)]
     blocks += cost_table(costs, stem)
-    curves = data.curves[(data.curves["dataset"] == dataset) & (data.curves["protocol"] == protocol)]
-    blocks += plot_blocks(dataset, protocol, finals, curves, costs)
-    blocks += gallery_blocks(dataset, protocol, data)
+    curves = data.curves[(data.curves["dataset_label"] == dataset) & (data.curves["protocol"] == protocol)]
+    blocks += plot_blocks(dataset, protocol, finals, curves, costs, roles)
+    blocks += gallery_blocks(dataset, protocol, runs, data.folder, roles)
     return blocks
+
+
+def rule_meta(runs: list[dict[str, Any]], selection: str) -> dict[str, Any]:
+    """What a selection rule read on these runs (recorded by the runner; the same for every run of a dataset)."""
+    for run in runs:
+        meta = ((run.get("meta") or {}).get("selection") or {}).get(selection)
+        if meta:
+            return meta
+    return {}
 
 
 def ordered_selections(selections: pd.Series) -> list[str]:
@@ -207,64 +226,78 @@ def ordered_selections(selections: pd.Series) -> list[str]:
     return [s for s in SELECTION_ORDER if s in present_] + sorted(present_ - set(SELECTION_ORDER))
 
 
-def rule_para(rows: pd.DataFrame, selection: str = "iid_val", note: str = STD_NOTE) -> Para:
-    rule = SELECTION_RULES.get(selection, f"the rule named '{selection}'")
+def rule_para(rows: pd.DataFrame, selection: str = "iid_val", note: str = STD_NOTE,
+              meta: dict[str, Any] | None = None) -> Para:
+    metric = (meta or {}).get("metric") or "?"
+    rule = SELECTION_RULES.get(selection, f"the rule named '{selection}'").format(metric=metric)
     return Para(f"Checkpoint chosen by {rule}. Seeds: {seed_text(rows['n_seeds'])}. {note}")
 
 
-def accuracy_table(rows: pd.DataFrame, selection: str, budgets: dict[str, str], name: str) -> list[Block]:
+def present_splits(rows: pd.DataFrame, roles: dict[str, Any], suffix: str = "_acc_mean") -> list[str]:
+    """The dataset's test splits (IID first, then the shifted ones) that ``rows`` have values for."""
+    return [s for s in test_splits(roles) if present(rows, f"{s}{suffix}")]
+
+
+def accuracy_table(rows: pd.DataFrame, selection: str, budgets: dict[str, str], name: str, roles: dict[str, Any],
+                   meta: dict[str, Any]) -> list[Block]:
     """Heading, rule sentence and table of one selection rule."""
-    splits = [s for s in splits_of(rows.columns, "_acc_mean") if s != "val"]
-    gaps = [s for s in splits if present(rows, f"iid_{s}_gap_mean")]
-    agreements = [s for s in splits if s != "iid" and present(rows, f"{s}_agreement_mean")]
+    splits = present_splits(rows, roles)
+    iid = roles.get("iid")
+    gaps = [s for s in splits if present(rows, f"{iid}_{s}_gap_mean")]
+    agreements = [s for s in splits if s != iid and present(rows, f"{s}_agreement_mean")]
     worst = [s for s in splits if present(rows, f"{s}_worst_group_acc_mean")
              and has_groups([c.removesuffix("_mean") for c in rows.columns], s)]
     columns = (["method", "supervision", "seeds"] + [label(s) for s in splits]
-               + [f"IID−{label(s)} gap" for s in gaps] + [f"teacher agreement {label(s)}" for s in agreements]
-               + [f"worst-group {label(s)}" for s in worst])
+               + [f"{label(iid or '')}−{label(s)} gap" for s in gaps]
+               + [f"teacher agreement {label(s)}" for s in agreements] + [f"worst-group {label(s)}" for s in worst])
     cells = [
-        [row["method"], budgets.get(row["method"], "?"), str(row["n_seeds"])] + [pm(row, f"{s}_acc") for s in splits]
-        + [pm(row, f"iid_{s}_gap") for s in gaps] + [pm(row, f"{s}_agreement") for s in agreements]
+        [row["method_label"], budgets.get(row["method_label"], "?"), str(row["n_seeds"])]
+        + [pm(row, f"{s}_acc") for s in splits]
+        + [pm(row, f"{iid}_{s}_gap") for s in gaps] + [pm(row, f"{s}_agreement") for s in agreements]
         + [pm(row, f"{s}_worst_group_acc") for s in worst]
-        for _, row in rows.sort_values("method").iterrows()
+        for _, row in rows.sort_values("method_label").iterrows()
     ]
-    mark = ORACLE_MARK if selection == "oracle" else ""
-    return [Heading(4, f"Selection: {selection}{mark}"), rule_para(rows, selection), Table(columns, cells, name)]
+    mark = ORACLE_MARKS[bool(meta.get("on_test_split"))] if selection == "oracle" else ""
+    return [Heading(4, f"Selection: {selection}{mark}"), rule_para(rows, selection, meta=meta),
+            Table(columns, cells, name)]
 
 
-def group_columns(rows: pd.DataFrame, kind: str) -> list[str]:
-    """``<split>_<kind>/<group>`` metrics present in ``rows`` (aggregate), in split order."""
-    found = [c[: -len("_mean")] for c in rows.columns if f"_{kind}/" in c and c.endswith("_mean")]
-    order = {s: i for i, s in enumerate(splits_of(rows.columns, "_acc_mean"))}
-    return sorted(found, key=lambda c: (order.get(c.split(f"_{kind}/")[0], 99), c))
+def group_columns(rows: pd.DataFrame, kind: str, roles: dict[str, Any]) -> list[tuple[str, str]]:
+    """(split, group name) of the ``<split>_<kind>/<group>`` metrics present in ``rows``, in split order."""
+    found = []
+    for split in test_splits(roles):
+        prefix = f"{split}_{kind}/"
+        found += [(split, c[len(prefix):-len("_mean")]) for c in sorted(rows.columns)
+                  if c.startswith(prefix) and c.endswith("_mean")]
+    return found
 
 
-def group_tables(rows: pd.DataFrame, stem: str) -> list[Block]:
+def group_tables(rows: pd.DataFrame, stem: str, roles: dict[str, Any]) -> list[Block]:
     """Accuracy and teacher agreement per group (bias-aligned, bias-conflicting, ...) at iid_val selection."""
     blocks: list[Block] = []
     for kind, title in (("group_acc", "Accuracy per group"), ("group_agreement", "Teacher agreement per group")):
-        metrics = group_columns(rows, kind)
-        if not metrics:
+        pairs = group_columns(rows, kind, roles)
+        if not pairs:
             continue
-        columns = ["method", "seeds"] + [f"{label(m.split(f'_{kind}/')[0])}: {m.split('/', 1)[1]}" for m in metrics]
-        cells = [[row["method"], str(row["n_seeds"])] + [pm(row, m) for m in metrics]
-                 for _, row in rows.sort_values("method").iterrows()
+        metrics = [f"{split}_{kind}/{group}" for split, group in pairs]
+        columns = ["method", "seeds"] + [f"{label(split)}: {group}" for split, group in pairs]
+        cells = [[row["method_label"], str(row["n_seeds"])] + [pm(row, m) for m in metrics]
+                 for _, row in rows.sort_values("method_label").iterrows()
                  if kind == "group_acc" or any(pd.notna(row.get(f"{m}_mean")) for m in metrics)]
         if cells:
             blocks += [Heading(3, title), rule_para(rows), Table(columns, cells, f"{kind}_{stem}")]
     return blocks
 
 
-def explanation_table(rows: pd.DataFrame, stem: str) -> list[Block]:
+def explanation_table(rows: pd.DataFrame, stem: str, roles: dict[str, Any]) -> list[Block]:
     """Heatmap similarity to the teacher and relevance on the known shortcut region, per test split."""
-    pairs = [(s, m) for s in splits_of(rows.columns, "_acc_mean") for m in EXPLANATION_METRICS
-             if present(rows, f"{s}_{m}_mean")]
+    pairs = [(s, m) for s in test_splits(roles) for m in EXPLANATION_METRICS if present(rows, f"{s}_{m}_mean")]
     if not pairs:
         return []
     columns = ["method", "seeds"] + [f"{label(s)} {EXPLANATION_METRICS[m]}" for s, m in pairs]
-    cells = [[row["method"], str(row["n_seeds"])] + [pm(row, f"{s}_{m}", 2 if m == "shortcut_relevance" else 3)
-                                                      for s, m in pairs]
-             for _, row in rows.sort_values("method").iterrows()]
+    cells = [[row["method_label"], str(row["n_seeds"])]
+             + [pm(row, f"{s}_{m}", 2 if m == "shortcut_relevance" else 3) for s, m in pairs]
+             for _, row in rows.sort_values("method_label").iterrows()]
     note = ("Heatmaps: LRP-ε (ε = 0.01; Gradient×Input where LRP has no rule for the model) of the true class on"
             " the first 256 images of each test split, summed over channels. Cosine: mean cosine similarity to the"
             " teacher's heatmap of the same image (on the teacher's view), 1 = same direction. Normalised L1: mean"
@@ -274,14 +307,17 @@ def explanation_table(rows: pd.DataFrame, stem: str) -> list[Block]:
     return [Heading(3, "Explanations"), rule_para(rows, note=note), Table(columns, cells, f"explanations_{stem}")]
 
 
-def paper_table(dataset: str, protocol: str, rows: pd.DataFrame, stem: str) -> list[Block]:
-    """Ours (IID-validation selection) next to the published numbers, with the difference."""
-    reference = load_reference()
-    pairs = reference_columns(reference, dataset)
-    cells = comparison_rows(rows, reference, dataset, pairs)
+def paper_table(protocol: str, rows: pd.DataFrame, stem: str, runs: list[dict[str, Any]]) -> list[Block]:
+    """Ours (IID-validation selection) next to the published numbers that apply to this dataset variant (matched
+    on the dataset family, its options and the registry method name), with the difference."""
+    if not runs:
+        return []
+    ref = references_for(load_reference(), runs[0]["dataset"], runs[0]["config"].get("dataset_params") or {})
+    pairs = reference_columns(ref)
+    cells = comparison_rows(rows, ref)
     if not cells:
         return []
-    sources = "; ".join(sorted(set(reference[reference["dataset"] == dataset]["source"])))
+    sources = "; ".join(sorted(set(ref["source"])))
     columns = ["method", "seeds"] + [f"{label(s)}{'' if m == 'acc' else ' ' + METRIC_LABELS.get(m, m)} {part}"
                                      for s, m in pairs for part in ("ours", "paper", "Δ")]
     note = (f"Paper: {sources}. Ours: protocol '{protocol}', selection iid_val, {STD_NOTE} "
@@ -293,7 +329,7 @@ def paper_table(dataset: str, protocol: str, rows: pd.DataFrame, stem: str) -> l
 def cost_table(costs: pd.DataFrame, stem: str) -> list[Block]:
     """Mean cost over seeds per method."""
     rows = []
-    for method, runs in costs.groupby("method", sort=True):
+    for method, runs in costs.groupby("method_label", sort=True):
         devices = ", ".join(sorted({str(d) for d in runs.get("device", pd.Series(dtype=object)).dropna()})) or "–"
         rows.append([method, number(mean_of(runs, "train_seconds") / 60, 2),
                      number(mean_of(runs, "images_per_second"), 0),
@@ -322,42 +358,37 @@ def one_line(error: str | None) -> str:
 
 
 # --- plots ----------------------------------------------------------------------------------
-def headline_split(columns: Any) -> str | None:
-    """The first test split that is not IID (OOD, shift, unbiased, ...): the accuracy plotted against cost."""
-    candidates = [s for s in splits_of(columns) if s not in ("val", "iid")]
-    return candidates[0] if candidates else None
-
-
 def plot_blocks(dataset: str, protocol: str, finals: pd.DataFrame, curves: pd.DataFrame,
-                costs: pd.DataFrame) -> list[Block]:
+                costs: pd.DataFrame, roles: dict[str, Any]) -> list[Block]:
     """Accuracy bars (iid_val), training curves and accuracy vs cost of one dataset × protocol."""
     stem = slug(f"{dataset}_{protocol}")
     blocks: list[Block] = []
     chosen = finals[finals["selection"] == "iid_val"].dropna(axis=1, how="all")
-    bar_splits = [s for s in splits_of(chosen.columns) if s != "val"]
+    bar_splits = [s for s in test_splits(roles) if present(chosen, f"{s}_acc")]
     if bar_splits:
         png = plots.render((8, 4), lambda fig: plots.draw_accuracy(fig, chosen, bar_splits, SPLIT_LABELS))
         blocks.append(Plot(f"{dataset} / {protocol}: accuracy at iid_val selection (bars = mean, dots = seeds)",
                            f"accuracy_{stem}.png", png))
-    curve_splits = splits_of(curves.dropna(axis=1, how="all").columns)
+    curve_splits = [s for s in [*roles["validation"], *test_splits(roles)] if present(curves, f"{s}_acc")]
     if curve_splits:
         png = plots.render((4 * len(curve_splits), 3.5),
                            lambda fig: plots.draw_curves(fig, curves, curve_splits, SPLIT_LABELS))
         blocks.append(Plot(f"{dataset} / {protocol}: accuracy per epoch (mean over seeds)", f"curves_{stem}.png", png))
-    blocks += cost_plot(dataset, protocol, chosen, costs, stem)
+    blocks += cost_plot(dataset, protocol, chosen, costs, stem, roles["headline"])
     return [Heading(3, "Plots"), *blocks] if blocks else []
 
 
-def cost_plot(dataset: str, protocol: str, chosen: pd.DataFrame, costs: pd.DataFrame, stem: str) -> list[Block]:
-    split = headline_split(chosen.columns)
-    if split is None or "train_seconds" not in costs or chosen.empty:
+def cost_plot(dataset: str, protocol: str, chosen: pd.DataFrame, costs: pd.DataFrame, stem: str,
+              headline: str) -> list[Block]:
+    """The dataset's headline metric against training time."""
+    if headline not in chosen or "train_seconds" not in costs or chosen.empty:
         return []
-    accuracy = chosen.groupby("method")[f"{split}_acc"].mean() * 100
-    minutes = costs.groupby("method")["train_seconds"].mean() / 60
+    accuracy = chosen.groupby("method_label")[headline].mean() * 100
+    minutes = costs.groupby("method_label")["train_seconds"].mean() / 60
     points = pd.DataFrame({"accuracy": accuracy, "minutes": minutes}).dropna().reset_index(names="method")
     if points.empty:
         return []
-    metric = f"{label(split)} accuracy"
+    metric = f"{metric_label(headline)} accuracy"
     png = plots.render((6, 4), lambda fig: plots.draw_cost(fig, points, metric))
     return [Plot(f"{dataset} / {protocol}: {metric} (iid_val selection) against training time",
                  f"cost_{stem}.png", png)]
@@ -375,26 +406,27 @@ def varying_parameter(runs: list[dict[str, Any]]) -> str | None:
 
 
 def strength_section(data: ReportData) -> list[Block]:
-    """Accuracy against the bias strength or bias-conflicting ratio, for families run at several values."""
+    """Accuracy against the bias strength or bias-conflicting ratio, for families run at several values (one line
+    per registry method)."""
     blocks: list[Block] = []
     by_family: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for run in data.runs:
-        by_family.setdefault((run["family"], run["protocol"]), []).append(run)
+        by_family.setdefault((run["dataset"], run["protocol"]), []).append(run)
     for (family, protocol), runs in sorted(by_family.items()):
         parameter = varying_parameter(runs)
         if parameter is None:
             continue
+        roles = data.roles[runs[0]["dataset_label"]]
         rows = []
         for run in runs:
             final = (run["final"] or {}).get("iid_val") or {}
-            method = run["method"].split(" [")[0] if " [" in run["method"] else run["method"]
-            rows.append({"method": method, "value": float(run["config"]["dataset_params"][parameter]),
+            rows.append({"method": run["method"], "value": float(run["config"]["dataset_params"][parameter]),
                          **{k: v for k, v in final.items() if k.endswith("_acc") and "/" not in k}})
         table = pd.DataFrame(rows)
-        metrics = [f"{s}_acc" for s in splits_of(table.columns) if s not in ("val",)]
+        metrics = [f"{s}_acc" for s in test_splits(roles) if f"{s}_acc" in table]
         if table["value"].nunique() < 2 or not metrics:
             continue
-        labels = {f"{s}_acc": f"{label(s)} accuracy" for s in splits_of(table.columns)}
+        labels = {f"{s}_acc": f"{label(s)} accuracy" for s in test_splits(roles)}
         paper = published_against(family, parameter)
         png = plots.render((4 * len(metrics), 3.5), functools.partial(plots.draw_strength, frame=table,
                                                                         parameter=parameter, metrics=metrics,
@@ -406,47 +438,45 @@ def strength_section(data: ReportData) -> list[Block]:
 
 
 def published_against(family: str, parameter: str) -> pd.DataFrame:
-    """Reference accuracies for ``family`` run at several values of ``parameter`` (read off the reference's
-    dataset labels, e.g. ``cmnist_lff [conflict_ratio=0.01]``): method, value, metric (``<split>_acc``), paper."""
+    """Reference accuracies for ``family`` given at several values of dataset option ``parameter``: method, value,
+    metric (``<split>_acc``), paper."""
     reference = load_reference()
-    pattern = re.compile(rf"^{re.escape(family)} \[{re.escape(parameter)}=([0-9.eE+-]+)\]$")
-    rows = []
-    for ref in reference[reference["metric"] == "acc"].itertuples():
-        match = pattern.match(str(ref.dataset))
-        if match and not pd.isna(ref.value):
-            rows.append({"method": ref.method, "value": float(match.group(1)), "metric": f"{ref.split}_acc",
-                         "paper": float(ref.value)})
+    rows = [{"method": ref.method, "value": float(ref.dataset_params[parameter]), "metric": f"{ref.split}_acc",
+             "paper": float(ref.value)}
+            for ref in reference[(reference["metric"] == "acc") & (reference["dataset"] == family)].itertuples()
+            if parameter in ref.dataset_params and not pd.isna(ref.value)]
     return pd.DataFrame(rows, columns=["method", "value", "metric", "paper"])
 
 
 # --- galleries ------------------------------------------------------------------------------
-def gallery_blocks(dataset: str, protocol: str, data: ReportData) -> list[Block]:
+def gallery_blocks(dataset: str, protocol: str, runs: list[dict[str, Any]], folder: Path | None,
+                   roles: dict[str, Any]) -> list[Block]:
     """The same test images with the teacher's heatmap and each method's (lowest seed of each method)."""
-    if data.folder is None:
+    if folder is None:
         return []
-    records: dict[str, dict[str, Any]] = {}
-    for run in data.runs:
-        if run["dataset"] != dataset or run["protocol"] != protocol or run["method"] in records:
+    records: dict[str, tuple[dict[str, Any], bool]] = {}
+    for run in runs:
+        if run["method_label"] in records:
             continue
-        record = read_gallery(data.folder / "runs" / run["run_id"] / "explanations.pt")
+        record = read_gallery(folder / "runs" / run["run_id"] / "explanations.pt")
         if record:
-            records[run["method"]] = record
+            records[run["method_label"]] = (record, is_teacher(run))
     if not records:
         return []
-    first = next(iter(records.values()))
-    same = {m: r for m, r in records.items()
+    first = next(iter(records.values()))[0]
+    same = {m: (r, t) for m, (r, t) in records.items()
             if r["splits"] == first["splits"] and torch.equal(r["indices"], first["indices"])}
     columns = []
-    teacher = next((r for r in same.values() if "teacher_maps" in r), None)
+    teacher = next((r for r, _ in same.values() if "teacher_maps" in r), None)
     if teacher is not None:
         columns.append(plots.GalleryColumn(f"teacher\n{teacher['teacher_explainer']}",
                                            teacher["teacher_maps"].float().numpy()))
     columns += [plots.GalleryColumn(f"{method}\n{r['explainer']}", r["maps"].float().numpy())
-                for method, r in sorted(same.items()) if teacher is None or not is_teacher(method)]
+                for method, (r, trains_teacher) in sorted(same.items()) if teacher is None or not trains_teacher]
     images = first["images"].numpy()
-    groups = first["groups"].tolist()
+    kinds = roles.get("group_kinds", {})
     row_labels = [f"{first['splits'][i]} #{int(first['indices'][i])}\nlabel {int(first['labels'][i])}\n"
-                  f"{'aligned' if g == 0 else 'conflicting'}" for i, g in enumerate(groups)]
+                  f"{kinds.get(str(g), 'group ' + str(g))}" for i, g in enumerate(first["groups"].tolist())]
     png = plots.render(plots.gallery_size(len(images), len(columns)),
                        lambda fig: plots.draw_gallery(fig, images, row_labels, columns), dpi=80)
     title = (f"{dataset} / {protocol}: heatmaps of the true class on the same bias-aligned and bias-conflicting test"

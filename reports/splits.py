@@ -1,21 +1,10 @@
-"""Split names: their order in tables and their display labels."""
+"""Split display labels and group presence. Which split plays which role is declared by each dataset
+(``SplitRoles``, recorded with every run); nothing here infers a role from a name."""
 from __future__ import annotations
 
 from typing import Any
 
 SPLIT_LABELS = {"val": "val", "iid": "IID", "ood": "OOD", "shift": "shift"}
-# Known splits in display order: in-distribution first, then the split each family's papers report first
-# (OOD / unbiased / the whole balanced test set), then the others. Unknown splits follow, sorted.
-SPLIT_ORDER = ("val", "iid", "ood", "shift", "unbiased", "conflicting", "test", "test_ood", "test_id")
-
-
-def splits_of(columns: Any, suffix: str = "_acc") -> list[str]:
-    """Splits named by ``<split><suffix>`` columns, in ``SPLIT_ORDER`` first, then the others sorted."""
-    found = {
-        col[: -len(suffix)] for col in columns
-        if col.endswith(suffix) and "/" not in col and not col.endswith("_worst_group" + suffix)
-    }
-    return [s for s in SPLIT_ORDER if s in found] + sorted(found - set(SPLIT_ORDER))
 
 
 def label(split: str) -> str:

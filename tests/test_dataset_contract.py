@@ -36,6 +36,38 @@ def test_dataset_contract(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", DATASETS.names())
+def test_split_roles_are_declared_and_consistent(name: str) -> None:
+    """Every family declares what its splits are for; each has an oracle target, and every group id has a kind."""
+    ds = build(name)
+    roles = ds.roles
+    assert roles.selection in roles.validation and set(roles.validation) | set(ds.test_splits) | {"train"} == \
+        set(ds.splits)
+    assert roles.oracle is not None and roles.headline is not None
+    assert set(roles.group_kinds) == set(ds.group_names)
+    assert roles.groups_of_kind("aligned") and roles.groups_of_kind("conflicting")
+    for split in roles.shifted:  # a shifted split holds images whose shortcut disagrees with the label or is absent
+        groups = set(torch.unique(ds.splits[split].group).tolist())
+        assert groups - set(roles.groups_of_kind("aligned")), split
+
+
+def test_roles_of_the_families_that_had_no_oracle() -> None:
+    """LfF-style families and waterbirds-like used to get no oracle row (their split names were not 'ood')."""
+    assert build("cmnist_lff").roles.oracle == "unbiased_acc"
+    assert build("corrupted_objects").roles.oracle == "unbiased_acc"
+    waterbirds = build("waterbirds_like").roles
+    assert waterbirds.oracle == waterbirds.headline == "test_worst_group_acc"
+    assert waterbirds.unbiased_val == "val_worst_group_acc"
+
+
+def test_a_role_naming_a_missing_split_is_refused() -> None:
+    import dataclasses
+
+    ds = build("coloured_mnist")
+    with pytest.raises(ValueError, match="unknown splits or metrics"):
+        dataclasses.replace(ds, roles=dataclasses.replace(ds.roles, shifted=("nowhere",)))
+
+
+@pytest.mark.parametrize("name", DATASETS.names())
 def test_dataset_is_deterministic_per_seed(name: str) -> None:
     a, b, c = build(name, 0), build(name, 0), build(name, 1)
     for split in a.splits:

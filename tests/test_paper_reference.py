@@ -34,7 +34,8 @@ def test_every_row_is_complete() -> None:
     bassi = ref[ref["source"].str.startswith("Bassi")]
     assert len(bassi) == 16 * 3 * 3
     assert set(bassi["split"]) == {"iid", "ood", "shift"} and set(bassi["metric"]) == {"acc"}
-    assert not ref.duplicated(["method", "dataset", "split", "metric"]).any()
+    keys = ref.assign(params=ref["dataset_params"].map(lambda p: sorted(p.items())).astype(str))
+    assert not keys.duplicated(["method", "dataset", "params", "split", "metric"]).any()
     assert ref["source"].str.len().min() > 0 and ref["metric"].isin(["acc", "agreement", "worst_group_acc"]).all()
 
 

@@ -31,31 +31,45 @@ ACCURACIES: dict[tuple[str, str, int], tuple[float, float, float]] = {
     ("erm", "shifted", 0): (0.96, 0.20, 0.35),
 }
 ORACLE_OOD_BONUS = 0.10
-HEADER = "method,dataset,protocol,selection,n_seeds,iid_acc,iid_acc_std,ood_acc,ood_acc_std,shift_acc,shift_acc_std"
+HEADER = "method,dataset,protocol,selection,n_seeds,iid_split,iid_acc,iid_acc_std,headline,headline_value,headline_std"
 # By hand: mean and sample std (ddof=1) in percent; e.g. erm ood (10, 30) -> 20 ± sqrt(2 * 10²) = 14.14.
 EXPECTED_ROWS = [
-    "erm,cmnist_lff [conflict_ratio=0.01],standard,iid_val,2,99.0,0.0,,,,",
-    "nd,cmnist_lff [conflict_ratio=0.01],standard,iid_val,2,99.0,0.0,,,,",
-    "erm,cmnist_lff [conflict_ratio=0.05],standard,iid_val,2,99.0,0.0,,,,",
-    "nd,cmnist_lff [conflict_ratio=0.05],standard,iid_val,2,99.0,0.0,,,,",
-    "erm,coloured_mnist,shifted,iid_val,1,96.0,,20.0,,35.0,",
-    "erm,coloured_mnist,shifted,last,1,96.0,,20.0,,35.0,",
-    "erm,coloured_mnist,shifted,oracle,1,96.0,,30.0,,35.0,",
-    "distill,coloured_mnist,standard,iid_val,2,85.0,7.07,55.0,7.07,70.0,0.0",
-    "erm,coloured_mnist,standard,iid_val,2,98.0,1.41,20.0,14.14,45.0,7.07",
-    "teacher,coloured_mnist,standard,iid_val,2,94.0,1.41,10.0,7.07,30.0,0.0",
-    "distill,coloured_mnist,standard,last,2,85.0,7.07,55.0,7.07,70.0,0.0",
-    "erm,coloured_mnist,standard,last,2,98.0,1.41,20.0,14.14,45.0,7.07",
-    "teacher,coloured_mnist,standard,last,2,94.0,1.41,10.0,7.07,30.0,0.0",
-    "distill,coloured_mnist,standard,oracle,2,85.0,7.07,65.0,7.07,70.0,0.0",
-    "erm,coloured_mnist,standard,oracle,2,98.0,1.41,30.0,14.14,45.0,7.07",
-    "teacher,coloured_mnist,standard,oracle,2,94.0,1.41,20.0,7.07,30.0,0.0",
+    "erm,cmnist_lff [conflict_ratio=0.01],standard,iid_val,2,iid,99.0,0.0,unbiased_acc,31.0,1.41",
+    "nd,cmnist_lff [conflict_ratio=0.01],standard,iid_val,2,iid,99.0,0.0,unbiased_acc,51.0,1.41",
+    "erm,cmnist_lff [conflict_ratio=0.05],standard,iid_val,2,iid,99.0,0.0,unbiased_acc,61.0,1.41",
+    "nd,cmnist_lff [conflict_ratio=0.05],standard,iid_val,2,iid,99.0,0.0,unbiased_acc,71.0,1.41",
+    "erm,coloured_mnist,shifted,iid_val,1,iid,96.0,,ood_acc,20.0,",
+    "erm,coloured_mnist,shifted,last,1,iid,96.0,,ood_acc,20.0,",
+    "erm,coloured_mnist,shifted,oracle,1,iid,96.0,,ood_acc,30.0,",
+    "distill,coloured_mnist,standard,iid_val,2,iid,85.0,7.07,ood_acc,55.0,7.07",
+    "erm,coloured_mnist,standard,iid_val,2,iid,98.0,1.41,ood_acc,20.0,14.14",
+    "teacher,coloured_mnist,standard,iid_val,2,iid,94.0,1.41,ood_acc,10.0,7.07",
+    "distill,coloured_mnist,standard,last,2,iid,85.0,7.07,ood_acc,55.0,7.07",
+    "erm,coloured_mnist,standard,last,2,iid,98.0,1.41,ood_acc,20.0,14.14",
+    "teacher,coloured_mnist,standard,last,2,iid,94.0,1.41,ood_acc,10.0,7.07",
+    "distill,coloured_mnist,standard,oracle,2,iid,85.0,7.07,ood_acc,65.0,7.07",
+    "erm,coloured_mnist,standard,oracle,2,iid,98.0,1.41,ood_acc,30.0,14.14",
+    "teacher,coloured_mnist,standard,oracle,2,iid,94.0,1.41,ood_acc,20.0,7.07",
 ]
+ROLES = {"selection": "val", "validation": ["val"], "iid": "iid", "shifted": ["ood", "shift"], "oracle": "ood_acc",
+         "headline": "ood_acc", "unbiased_val": None, "group_kinds": {"0": "aligned", "1": "conflicting"}}
+LFF_ROLES = {**ROLES, "shifted": ["unbiased", "conflicting"], "oracle": "unbiased_acc", "headline": "unbiased_acc"}
+RULES = {"iid_val": {"metric": "val_loss", "goal": "min", "on_test_split": False},
+         "last": {"metric": None, "goal": "last", "on_test_split": False},
+         "oracle": {"metric": "ood_acc", "goal": "max", "on_test_split": True}}
+
+
+def meta(method: str, roles: dict[str, Any] = ROLES) -> dict[str, Any]:
+    """What the runner records with a run: roles, the rules' targets, the budget it was granted."""
+    budget = {"distill": ([], ["teacher", "teacher:labels", "teacher:debiased_view"]),
+              "teacher": (["x_debiased", "y"], ["labels", "debiased_view"])}.get(method, (["y"], ["labels"]))
+    return {"roles": roles, "selection": RULES, "granted_fields": budget[0], "supervision": budget[1],
+            "is_teacher": method == "teacher"}
 
 
 def config(method: str, protocol: str, seed: int) -> dict[str, Any]:
     return {"method": method, "dataset": DATASET, "protocol": protocol, "seed": seed, "model": "mlp",
-            "hparams": {"lr": 0.001}, "dataset_params": {}, "teacher": None}
+            "hparams": {"lr": 0.001}, "dataset_params": {"strength": 1.0}, "teacher": None}
 
 
 def metrics(method: str, iid: float, ood: float, shift: float, epoch: int) -> dict[str, Any]:
@@ -93,8 +107,7 @@ def build_store(folder: Path) -> None:
                  "oracle": metrics(method, iid, ood + ORACLE_OOD_BONUS, shift, 1)}
         cost = {"train_seconds": 120.0, "eval_seconds": 5.0, "wall_seconds": 130.0, "images_per_second": 5000.0,
                 "peak_memory_mb": 512.0, "device": "cpu", "train_images": 600000}
-        budget = {"supervision": ["teacher", "teacher:labels", "teacher:debiased_view"]} if method == "distill" else {}
-        store.finish(run_id, final, cost, {"git": "abc", **budget})
+        store.finish(run_id, final, cost, {"git": "abc", "device": "cpu (test)"}, meta(method))
         if protocol == "standard" and method in ("distill", "teacher"):
             store.run_dir(run_id).mkdir(parents=True, exist_ok=True)
             torch.save(gallery_record(-1.0 if method == "distill" else 1.0), store.run_dir(run_id) / "explanations.pt")
@@ -106,7 +119,8 @@ def build_store(folder: Path) -> None:
                        "dataset_params": {"conflict_ratio": ratio}}
                 store.ensure_run(run_id, cfg)
                 m = {"val_loss": 0.1, "iid_acc": 0.99, "unbiased_acc": unbiased + 0.02 * seed}
-                store.finish(run_id, {"iid_val": m}, {"train_seconds": 60.0, "device": "cpu"}, {})
+                store.finish(run_id, {"iid_val": m}, {"train_seconds": 60.0, "device": "cpu"}, {"git": "abc"},
+                             meta(method, LFF_ROLES))
     store.ensure_run("erm-standard-2", config("erm", "standard", 2))
     store.fail("erm-standard-2", "CUDA out of memory\nwhile allocating | 2 GiB")
     store.ensure_run("erm-standard-3", config("erm", "standard", 3))
@@ -133,7 +147,7 @@ def test_markdown_tables(report: Path) -> None:
     assert "| teacher | labels, debiased view | 2 | 94.00 ± 1.41 | 10.00 ± 7.07 | 30.00 ± 0.00 |" in text
     assert "| erm | labels | 1 | 96.00 ± n/a | 20.00 ± n/a | 35.00 ± n/a |" in text
     assert "IID−OOD gap" in text and "teacher agreement OOD" in text and "worst-group OOD" in text
-    budget = "teacher(labels, debiased view)"  # recorded in the run's provenance
+    budget = "teacher(labels, debiased view)"  # recorded with the run
     assert f"| distill | {budget} | 2 | 85.00 ± 7.07 | 55.00 ± 7.07 | 70.00 ± 0.00 | 30.00 ± 14.14 |" in text
     assert "| erm | 2.00 | 5000 | 512 | cpu |" in text
     failed_row = ("| erm-standard-2 | erm | coloured_mnist | standard | 2 "
@@ -256,10 +270,10 @@ def test_variants_are_not_averaged_together(tmp_path: Path) -> None:
             run_id = f"erm-{lr}-{strength}-{seed}"
             store.ensure_run(run_id, cfg)
             m = metrics("erm", 1.0, ood, 0.1, 1)
-            store.finish(run_id, {"iid_val": m}, {"train_seconds": 1.0, "device": "cpu"}, {})
+            store.finish(run_id, {"iid_val": m}, {"train_seconds": 1.0, "device": "cpu"}, {"git": "abc"}, meta("erm"))
     store.close()
     rows = (write_report(tmp_path) / "summary.csv").read_text().splitlines()[1:]
-    assert sorted(row.split(",")[0] + "|" + row.split(",")[1] + "|" + row.split(",")[7] for row in rows) == [
+    assert sorted(row.split(",")[0] + "|" + row.split(",")[1] + "|" + row.split(",")[9] for row in rows) == [
         "erm [lr=0.01]|coloured_mnist [strength=1.0]|50.0",
         "erm [lr=0.1]|coloured_mnist [strength=1.0]|90.0",
         "erm|coloured_mnist [strength=0.8]|70.0",  # the only erm variant on that dataset: no qualifier

@@ -65,3 +65,16 @@ def test_best_checkpoint_is_the_epoch_the_rule_reports(tmp_path: Path, monkeypat
     assert record["final"]["iid_val"]["epoch"] == 1
     assert load_checkpoint(store.run_dir(cfg.run_id) / "best.pt", torch.device("cpu"))["epoch"] == 1
     assert record["meta"]["checkpoint_rule"] == "iid_val"
+
+
+def test_oracle_rows_exist_where_split_names_hid_them(tmp_path: Path) -> None:
+    """cmnist_lff has no split named 'ood': its roles make the unbiased test split the oracle's target."""
+    from bench.data import DATASETS
+
+    cfg = make_run_config("erm", "cmnist_lff", "fast", 0, {**TINY_HP, "epochs": 2},
+                          DATASETS.get("cmnist_lff").test_options)
+    record = execute(cfg, Store(tmp_path), torch.device("cpu"), progress=False)
+    assert set(record["final"]) == {"iid_val", "last", "oracle"}
+    assert record["meta"]["selection"]["oracle"] == {**record["meta"]["selection"]["oracle"],
+                                                     "metric": "unbiased_acc", "on_test_split": True}
+    assert "iid_unbiased_gap" in record["final"]["last"]
