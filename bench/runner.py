@@ -16,11 +16,12 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from bench.artifacts import GALLERY_FILE, load_checkpoint, save_gallery
 from bench.atomic import atomic_torch_save
 from bench.data import Batch, BiasedDataset, audit_reads, load_dataset
 from bench.errors import UserError
-from bench.explain_eval import ExplanationProbe
 from bench.fingerprint import changed_parts, code_fingerprint
+from bench.heatmaps import ExplanationProbe, eval_view
 from bench.method import build_method, check_supervision, get_method, resolve_hparams, supervision_budget
 from bench.metrics import evaluate, predict_split
 from bench.models import create_model
@@ -109,7 +110,7 @@ def _keep(record: dict[str, Any], code: dict[str, Any], retry_failed: bool, reus
 
 def _restart(store: Store, run_id: str) -> None:
     store.reset(run_id)
-    for name in ("last.pt", "best.pt", "explanations.pt"):
+    for name in ("last.pt", "best.pt", GALLERY_FILE):
         (store.run_dir(run_id) / name).unlink(missing_ok=True)
 
 
@@ -157,18 +158,6 @@ def load_teacher(teacher_cfg: dict[str, Any], store: Store, device: torch.device
     for p in model.parameters():
         p.requires_grad_(False)
     return model
-
-
-def load_checkpoint(path: Path, device: torch.device) -> dict[str, Any] | None:
-    """A checkpoint this suite wrote (tensors and plain containers only: ``weights_only=True``), or None
-    when it is missing or unreadable (truncated, foreign or tampered with)."""
-    try:
-        return torch.load(path, map_location=device, weights_only=True)
-    except FileNotFoundError:
-        return None
-    except Exception as err:
-        print(f"warning: checkpoint {path} is unreadable ({type(err).__name__}); ignoring it", file=sys.stderr)
-        return None
 
 
 def available_supervision(dataset: BiasedDataset, teacher: bool) -> set[str]:
@@ -249,9 +238,7 @@ class _Training:
         }
 
     def _eval_view(self) -> str:
-        """The view the run's model is measured on: a teacher trained on debiased images sees debiased test
-        images where the dataset has them."""
-        return "x_debiased" if self.method_cls.is_teacher else "x"
+        return eval_view(self.method_cls.is_teacher)
 
     def _teacher_predictions(self) -> dict[str, Tensor] | None:
         if self.teacher is None:
@@ -284,7 +271,9 @@ class _Training:
             atomic_torch_save({"model": predictor.state_dict(), "epoch": epoch, "rule": self.rule.name,
                                "num_classes": self.dataset.num_classes, "in_channels": self.dataset.image_shape[0]},
                               self.run_dir / "best.pt")
-            atomic_torch_save({"epoch": epoch, **self.probe.gallery(predictor)}, self.run_dir / "explanations.pt")
+            gallery = self.probe.gallery(predictor)
+            if gallery:
+                save_gallery(self.run_dir / GALLERY_FILE, {"epoch": epoch, **gallery})
         self.counters.wall_seconds += time.perf_counter() - self.attempt_start
         self.attempt_start = time.perf_counter()
         state: dict[str, Any] = {"epoch": epoch, "method": self.method.state_dict(), "rng": torch.get_rng_state(),

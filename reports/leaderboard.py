@@ -209,12 +209,33 @@ def leaderboard_blocks(records: list[dict[str, Any]]) -> list[Block]:
     return blocks
 
 
+def paper_blocks(records: list[dict[str, Any]]) -> list[Block]:
+    """Paper vs ours for every dataset variant × protocol of the records that a published table covers."""
+    from reports.report import aggregate_finals, paper_table  # the report's table; it imports this module
+
+    data = report_data(records, {}, None)
+    aggregate = aggregate_finals(data.finals)
+    blocks: list[Block] = [Heading(1, "Paper vs ours"),
+                           Para("Generated from results/leaderboard/records.jsonl by `python run_bench.py leaderboard`"
+                                " (never edited by hand). Each table: our runs of one dataset variant and protocol at"
+                                " IID-validation selection, next to the published numbers that apply to it.")]
+    for (dataset, protocol), _ in data.finals.groupby(["dataset_label", "protocol"], sort=True):
+        here = aggregate[(aggregate["dataset_label"] == dataset) & (aggregate["protocol"] == protocol)
+                         & (aggregate["selection"] == SELECTION)].dropna(axis=1, how="all")
+        runs = [r for r in data.runs if r["dataset_label"] == dataset and r["protocol"] == protocol]
+        table = paper_table(protocol, here, slug(f"{dataset}_{protocol}"), runs)
+        if table:
+            blocks += [Heading(2, f"{dataset} / {protocol}"), *table[1:]]
+    return blocks
+
+
 def leaderboard_files(records: list[dict[str, Any]]) -> dict[str, str]:
-    """File name → text of the leaderboard rendered from ``records``."""
+    """File name → text of the leaderboard (and the paper-vs-ours tables) rendered from ``records``."""
     blocks = leaderboard_blocks(records)
     tables = [block for block in blocks if isinstance(block, Table)]
     csv_text = "".join(f"# {table.name}\n{table_csv(table)}" for table in tables)
-    return {"leaderboard.md": markdown(blocks), "leaderboard.csv": csv_text}
+    return {"leaderboard.md": markdown(blocks), "leaderboard.csv": csv_text,
+            "paper.md": markdown(paper_blocks(records))}
 
 
 def update_leaderboard(add: Path | None = None, folder: Path = LEADERBOARD_DIR, fresh: bool = False) -> Path:

@@ -1,7 +1,8 @@
 """Build the benchmark report from a results store: Markdown, self-contained HTML, LaTeX, CSV tables and
 PNG plots, all under ``<results>/report/``.
 
-The report reads only the store and the runs' saved artifacts (``explanations.pt``); it never trains.
+The report reads only the store and the runs' saved artifacts (``gallery.npz``); it never trains and needs
+no model code.
 It is deterministic: regenerating it from the same store gives byte-identical files. Accuracies are in
 percent, as mean ± sample standard deviation over seeds (ddof=1; "n/a" with one seed); leaderboard cells
 add the 95 % Student-t confidence interval and a seed-paired t-test against ERM.
@@ -14,9 +15,10 @@ import math
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
-import torch
 
+from bench.artifacts import GALLERY_FILE, read_gallery
 from bench.atomic import atomic_write_bytes, atomic_write_text
 from reports import plots
 from reports.blocks import (
@@ -32,6 +34,7 @@ from reports.blocks import (
     slug,
     table_csv,
 )
+from reports.gallery import render_gallery
 from reports.leaderboard import NOTE as LEADERBOARD_NOTE
 from reports.leaderboard import budgets, leaderboard_table, metric_label
 from reports.paper import METRIC_LABELS, comparison_rows, load_reference, reference_columns, references_for
@@ -451,48 +454,33 @@ def published_against(family: str, parameter: str) -> pd.DataFrame:
 # --- galleries ------------------------------------------------------------------------------
 def gallery_blocks(dataset: str, protocol: str, runs: list[dict[str, Any]], folder: Path | None,
                    roles: dict[str, Any]) -> list[Block]:
-    """The same test images with the teacher's heatmap and each method's (lowest seed of each method)."""
+    """The same test images with the teacher's heatmap and each method's (lowest seed of each method), from the
+    gallery records the runs saved (rendered only: no model code)."""
     if folder is None:
         return []
-    records: dict[str, tuple[dict[str, Any], bool]] = {}
+    records: dict[str, dict[str, Any]] = {}
     for run in runs:
-        if run["method_label"] in records:
-            continue
-        record = read_gallery(folder / "runs" / run["run_id"] / "explanations.pt")
-        if record:
-            records[run["method_label"]] = (record, is_teacher(run))
+        if run["method_label"] not in records:
+            record = read_gallery(folder / "runs" / run["run_id"] / GALLERY_FILE)
+            if record is not None:
+                records[run["method_label"]] = {**record, "trains_teacher": is_teacher(run)}
     if not records:
         return []
-    first = next(iter(records.values()))[0]
-    same = {m: (r, t) for m, (r, t) in records.items()
-            if r["splits"] == first["splits"] and torch.equal(r["indices"], first["indices"])}
-    columns = []
-    teacher = next((r for r, _ in same.values() if "teacher_maps" in r), None)
+    first = next(iter(records.values()))
+    same = {m: r for m, r in records.items()
+            if list(r["splits"]) == list(first["splits"]) and list(r["indices"]) == list(first["indices"])}
+    picked: list[tuple[str, dict[str, Any], int]] = []  # (column name, record, its column index)
+    teacher = next((r for r in same.values() if "teacher" in list(r["columns"])), None)
     if teacher is not None:
-        columns.append(plots.GalleryColumn(f"teacher\n{teacher['teacher_explainer']}",
-                                           teacher["teacher_maps"].float().numpy()))
-    columns += [plots.GalleryColumn(f"{method}\n{r['explainer']}", r["maps"].float().numpy())
-                for method, (r, trains_teacher) in sorted(same.items()) if teacher is None or not trains_teacher]
-    images = first["images"].numpy()
-    kinds = roles.get("group_kinds", {})
-    row_labels = [f"{first['splits'][i]} #{int(first['indices'][i])}\nlabel {int(first['labels'][i])}\n"
-                  f"{kinds.get(str(g), 'group ' + str(g))}" for i, g in enumerate(first["groups"].tolist())]
-    png = plots.render(plots.gallery_size(len(images), len(columns)),
-                       lambda fig: plots.draw_gallery(fig, images, row_labels, columns), dpi=80)
+        picked.append(("teacher", teacher, list(teacher["columns"]).index("teacher")))
+    picked += [(method, record, list(record["columns"]).index("student")) for method, record in sorted(same.items())
+               if teacher is None or not record["trains_teacher"]]
+    titles = [f"{name}\n{record['explainers'][k]}" for name, record, k in picked]
+    gallery = {**first, "maps": np.stack([record["maps"][k] for _, record, k in picked]),
+               "preds": np.stack([record["preds"][k] for _, record, k in picked]),
+               "columns": np.array([name for name, _, _ in picked])}
+    png = render_gallery(gallery, titles)
     title = (f"{dataset} / {protocol}: heatmaps of the true class on the same bias-aligned and bias-conflicting test"
              " images (best checkpoint of each method's lowest seed; red > 0, blue < 0, each map scaled to its own"
              " max |value|)")
     return [Heading(3, "Explanation gallery"), Plot(title, f"gallery_{slug(dataset + '_' + protocol)}.png", png)]
-
-
-def read_gallery(path: Path) -> dict[str, Any] | None:
-    """A run's saved gallery record (tensors and plain values only), or None if missing or unreadable."""
-    if not path.exists():
-        return None
-    try:
-        record = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:
-        return None
-    needed = {"images", "maps", "splits", "indices", "groups", "explainer"}
-    return record if isinstance(record, dict) and needed <= set(record) else None
-

@@ -9,9 +9,10 @@ import re
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
-import torch
 
+from bench.artifacts import GALLERY_FILE, save_gallery
 from bench.errors import UserError
 from bench.store import Store
 from reports.report import write_report
@@ -86,12 +87,14 @@ def metrics(method: str, iid: float, ood: float, shift: float, epoch: int) -> di
 
 
 def gallery_record(scale: float) -> dict[str, Any]:
-    """A tiny saved gallery: two 1×4×4 test images (one aligned, one conflicting) with heatmaps."""
-    maps = torch.arange(32, dtype=torch.float32).view(2, 4, 4) - 16
-    return {"images": (torch.arange(32).view(2, 1, 4, 4) * 8).to(torch.uint8), "labels": torch.tensor([1, 2]),
-            "preds": torch.tensor([1, 0]), "groups": torch.tensor([0, 1]), "splits": ["iid", "shift"],
-            "indices": torch.tensor([0, 5]), "explainer": "lrp", "maps": (maps * scale).half(),
-            "teacher_maps": maps.half(), "teacher_explainer": "lrp"}
+    """A tiny saved gallery: two 1×4×4 test images (one aligned, one conflicting), the run's and its teacher's
+    heatmaps."""
+    maps = np.arange(32, dtype=np.float32).reshape(2, 4, 4) - 16
+    return {"images": (np.arange(32).reshape(2, 1, 4, 4) * 8).astype(np.uint8), "labels": np.array([1, 2]),
+            "groups": np.array([0, 1]), "kinds": np.array(["aligned", "conflicting"]),
+            "splits": np.array(["iid", "shift"]), "indices": np.array([0, 5]),
+            "columns": np.array(["student", "teacher"]), "explainers": np.array(["lrp", "lrp"]),
+            "preds": np.array([[1, 0], [1, 2]]), "maps": np.stack([maps * scale, maps]).astype(np.float16)}
 
 
 def build_store(folder: Path) -> None:
@@ -109,8 +112,7 @@ def build_store(folder: Path) -> None:
                 "peak_memory_mb": 512.0, "device": "cpu", "train_images": 600000}
         store.finish(run_id, final, cost, {"git": "abc", "device": "cpu (test)"}, meta(method))
         if protocol == "standard" and method in ("distill", "teacher"):
-            store.run_dir(run_id).mkdir(parents=True, exist_ok=True)
-            torch.save(gallery_record(-1.0 if method == "distill" else 1.0), store.run_dir(run_id) / "explanations.pt")
+            save_gallery(store.run_dir(run_id) / GALLERY_FILE, gallery_record(-1.0 if method == "distill" else 1.0))
     for method, accuracies in STRENGTHS.items():
         for ratio, unbiased in zip((0.01, 0.05), accuracies, strict=True):
             for seed in (0, 1):

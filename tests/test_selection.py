@@ -6,8 +6,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from bench.artifacts import load_checkpoint
 from bench.data import SplitRoles
-from bench.runner import execute, load_checkpoint
+from bench.runner import execute
 from bench.runs import make_run_config
 from bench.selection import SELECTION_RULES, select_epochs, selection_meta
 from bench.store import Store

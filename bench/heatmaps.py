@@ -1,8 +1,9 @@
-"""Explanation metrics measured at every evaluation, next to accuracy.
+"""Heatmaps of the engine: the explanation metrics measured at every evaluation and the gallery artefacts, both
+computed here once and only rendered by the reports.
 
 On the first ``PROBE_SIZE`` images of every test split (the same images for every run of a dataset) the
 run's predictor is explained for the true class with LRP-ε (Gradient×Input where LRP has no rule for
-the model, e.g. B-cos networks), summed over channels, and compared with
+the model, e.g. B-cos networks; the explainer is recorded with the run), summed over channels, and compared with
 
 - the **teacher's heatmap** of the same image, on the teacher's view (the distillation target):
   ``<split>_expl_cosine`` (mean cosine similarity) and ``<split>_expl_l1`` (mean normalised L1 distance,
@@ -11,25 +12,33 @@ the model, e.g. B-cos networks), summed over channels, and compared with
   corner patch or a tie, or everything outside an object mask, such as a background):
   ``<split>_shortcut_relevance``, the mean fraction of an image's positive relevance that falls on it.
 
-The probe also keeps a few fixed bias-aligned and bias-conflicting images with both heatmaps for the
-report's explanation galleries (``gallery``). Everything stays on the device; ``metrics`` syncs once.
+The **gallery** of a run: fixed bias-aligned and bias-conflicting test images (``pick_rows``, from the
+dataset's declared group kinds) with heatmap columns, the run's model on its view and the teacher always on
+the teacher's view; the runner saves one with the kept checkpoint (``gallery.npz``) and ``explain_run``
+computes one for the ``explain`` command with any explainers, through the same functions.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from bench.data import BiasedDataset, Split, to_float_images
+from bench.data import BiasedDataset, Split, load_dataset, to_float_images
+from bench.errors import UserError
 from bench.explain import explain
+from bench.explain.cam import upsample
+from bench.store import Store
 
 PROBE_SIZE = 256
 GALLERY_PER_GROUP = 4
 LRP_EPS = 0.01
 FALLBACK_EXPLAINER = "gradinput"
+LRP_EXPLAINERS = ("lrp", "lrp_flex")  # take the stabiliser ε
+FEATURE_EXPLAINERS = ("gradcam", "attention")  # B×1×h×w maps at a feature layer, upsampled to the input
 
 
 @dataclass(frozen=True)
@@ -105,11 +114,56 @@ def choose_explainer(model: nn.Module, x: Tensor) -> str:
     return "lrp"
 
 
-def input_maps(model: nn.Module, x: Tensor, y: Tensor, explainer: str, batch_size: int) -> Tensor:
-    """N×H×W heatmaps of the true class (input-level maps summed over channels), batched."""
-    kwargs: dict[str, Any] = {"eps": LRP_EPS} if explainer == "lrp" else {}
-    return torch.cat([explain(model, x[i:i + batch_size], y[i:i + batch_size], explainer, **kwargs).sum(1)
-                      for i in range(0, len(x), batch_size)])
+def input_maps(model: nn.Module, x: Tensor, y: Tensor, explainer: str, batch_size: int = 128) -> Tensor:
+    """N×H×W heatmaps of the true class: input-level maps summed over channels, feature-layer maps upsampled to
+    the input first; batched."""
+    kwargs: dict[str, Any] = {"eps": LRP_EPS} if explainer in LRP_EXPLAINERS else {}
+    maps = []
+    for i in range(0, len(x), batch_size):
+        batch = explain(model, x[i:i + batch_size], y[i:i + batch_size], explainer, **kwargs)
+        maps.append((upsample(batch, like=x[i:i + batch_size]) if explainer in FEATURE_EXPLAINERS else batch).sum(1))
+    return torch.cat(maps)
+
+
+def eval_view(trains_teacher: bool) -> str:
+    """The view a run's model is measured and explained on: a teacher trained on debiased images sees the
+    debiased images where a split has them; every other model sees ``x``."""
+    return "x_debiased" if trains_teacher else "x"
+
+
+@dataclass(frozen=True)
+class Column:
+    """One heatmap column of a gallery: whose model ("student": the run's own, or "teacher"), which explainer."""
+
+    model: str
+    explainer: str
+
+
+def gallery_record(splits: dict[str, Split], rows: list[Row], kinds: dict[int, str],
+                   models: dict[str, tuple[nn.Module, str]], columns: list[Column]) -> dict[str, Any]:
+    """The rows' images (uint8, the student's view), labels, groups and their kinds, and per column the model's
+    predictions and heatmaps (float16) on that model's view. ``models``: name → (network, view). Plain numpy
+    arrays, for ``bench.artifacts.save_gallery``."""
+    y = torch.stack([splits[r.split].y[r.index] for r in rows])
+    images = {name: row_images(splits, rows, view) for name, (_, view) in models.items()}
+    maps, preds = [], []
+    for column in columns:
+        model, x = models[column.model][0], images[column.model]
+        with torch.no_grad():
+            preds.append(model(x).argmax(1).cpu())
+        maps.append(input_maps(model, x, y, column.explainer).half().cpu())
+    student = images["student"] if "student" in images else next(iter(images.values()))
+    return {
+        "images": (student * 255).round().to(torch.uint8).cpu().numpy(), "labels": y.cpu().numpy(),
+        "groups": np.array([r.group for r in rows]), "kinds": np.array([kinds.get(r.group, "") for r in rows]),
+        "splits": np.array([r.split for r in rows]), "indices": np.array([r.index for r in rows]),
+        "columns": np.array([c.model for c in columns]), "explainers": np.array([c.explainer for c in columns]),
+        "preds": torch.stack(preds).numpy(), "maps": torch.stack(maps).numpy(),
+    }
+
+
+def row_images(splits: dict[str, Split], rows: list[Row], view: str) -> Tensor:
+    return to_float_images(torch.stack([splits[r.split].view_images(view)[r.index] for r in rows]))
 
 
 class ExplanationProbe:
@@ -124,10 +178,10 @@ class ExplanationProbe:
         self.view, self.teacher_view = view, teacher_view
         self.teacher = teacher
         self.rows = pick_rows(dataset, GALLERY_PER_GROUP)
+        self.kinds = dict(dataset.roles.group_kinds)
         self.explainer = ""
         self.teacher_explainer = ""
         self.teacher_maps: dict[str, Tensor] = {}
-        self.teacher_gallery: dict[str, Any] = {}  # the teacher is frozen: its gallery maps are computed once
 
     def _images(self, name: str, view: str) -> tuple[Tensor, Tensor]:
         split = self.splits[name]
@@ -163,28 +217,47 @@ class ExplanationProbe:
         return dict(zip(keys, torch.stack([values[k] for k in keys]).tolist(), strict=True))
 
     def gallery(self, model: nn.Module) -> dict[str, Any]:
-        """The gallery rows' images (uint8, the student's view), labels, groups, predictions and heatmaps
-        (float16), as plain tensors and lists (loadable with ``torch.load(weights_only=True)``)."""
+        """The gallery of ``model`` (the run's predictor) with the explainer of its metrics, next to the teacher's
+        map of the same images on the teacher's view; {} when the dataset has no test images."""
         if not self.rows:
             return {}
-        x, y = self._row_images(self.view)
+        x = row_images(self.splits, self.rows, self.view)
         self.explainer = self.explainer or choose_explainer(model, x)
-        with torch.no_grad():
-            preds = model(x).argmax(1)
-        record: dict[str, Any] = {
-            "images": (x * 255).round().to(torch.uint8).cpu(), "labels": y.cpu(), "preds": preds.cpu(),
-            "groups": torch.tensor([r.group for r in self.rows]), "splits": [r.split for r in self.rows],
-            "indices": torch.tensor([r.index for r in self.rows]), "explainer": self.explainer,
-            "maps": input_maps(model, x, y, self.explainer, self.batch_size).half().cpu(),
-        }
-        if self.teacher is not None and not self.teacher_gallery:
-            tx, _ = self._row_images(self.teacher_view)
+        models = {"student": (model, self.view)}
+        columns = [Column("student", self.explainer)]
+        if self.teacher is not None:
+            tx = row_images(self.splits, self.rows, self.teacher_view)
             self.teacher_explainer = self.teacher_explainer or choose_explainer(self.teacher, tx)
-            teacher_maps = input_maps(self.teacher, tx, y, self.teacher_explainer, self.batch_size)
-            self.teacher_gallery = {"teacher_maps": teacher_maps.half().cpu(),
-                                    "teacher_explainer": self.teacher_explainer}
-        return {**record, **self.teacher_gallery}
+            models["teacher"] = (self.teacher, self.teacher_view)
+            columns.append(Column("teacher", self.teacher_explainer))
+        return gallery_record(self.splits, self.rows, self.kinds, models, columns)
 
-    def _row_images(self, view: str) -> tuple[Tensor, Tensor]:
-        images = torch.stack([self.splits[r.split].view_images(view)[r.index] for r in self.rows])
-        return to_float_images(images), torch.stack([self.splits[r.split].y[r.index] for r in self.rows])
+
+def explain_run(store: Store, run_id: str, explainers: list[str], n_per_group: int) -> dict[str, Any]:
+    """The gallery of a finished run for the ``explain`` command: its kept network with every explainer of
+    ``explainers``, then its teacher (on the teacher's view) with the first; the same rows and functions as
+    the gallery the runner saves."""
+    from bench.artifacts import model_from_checkpoint
+    from bench.method import get_method
+    from bench.runs import RunConfig
+
+    record = store.get(run_id)
+    if record is None or record["status"] != "finished":
+        raise UserError(f"run {run_id} is {'unknown' if record is None else record['status']}, not finished; "
+                        "finish it first (re-run its command or sweep)")
+    cfg = RunConfig.from_dict(record["config"])
+    dataset = load_dataset(cfg.dataset, cfg.dataset_params, cfg.seed, "cpu")
+    rows = pick_rows(dataset, n_per_group)
+    if not rows:
+        raise UserError(f"dataset {dataset.name} has no test images to show")
+    student = model_from_checkpoint(store.run_dir(run_id) / "best.pt", cfg.model, f"run {run_id}")
+    models = {"student": (student, eval_view(get_method(cfg.method).is_teacher))}
+    columns = [Column("student", name) for name in explainers]
+    if cfg.teacher:
+        teacher_cfg = RunConfig.from_dict(cfg.teacher)
+        teacher = model_from_checkpoint(store.run_dir(teacher_cfg.run_id) / "best.pt", teacher_cfg.model,
+                                        f"teacher run {teacher_cfg.run_id}")
+        models["teacher"] = (teacher, dataset.teacher_view)
+        columns.append(Column("teacher", explainers[0]))
+    splits = {name: dataset.splits[name] for name in dataset.test_splits}
+    return gallery_record(splits, rows, dict(dataset.roles.group_kinds), models, columns)

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
+from bench.artifacts import GALLERY_FILE, read_gallery
 from bench.data import load_dataset
 from bench.explain import explain
-from bench.explain_eval import (
+from bench.heatmaps import (
     ExplanationProbe,
     choose_explainer,
     cosine,
@@ -93,11 +95,33 @@ def test_run_records_explanation_metrics_and_gallery(tmp_path: Path) -> None:
     final = record["final"]["iid_val"]
     for split in ("iid", "ood", "shift"):
         assert -1.0 <= final[f"{split}_expl_cosine"] <= 1.0 and 0.0 <= final[f"{split}_expl_l1"] <= 1.0
-    gallery = torch.load(store.run_dir(record["run_id"]) / "explanations.pt", weights_only=True)
-    assert gallery["maps"].shape == gallery["teacher_maps"].shape == (len(gallery["splits"]), 28, 28)
-    assert gallery["images"].dtype == torch.uint8 and gallery["explainer"] == "lrp"
-    assert set(gallery["groups"].tolist()) == {0, 1}
+    gallery = read_gallery(store.run_dir(record["run_id"]) / GALLERY_FILE)
+    assert gallery is not None and list(gallery["columns"]) == ["student", "teacher"]
+    assert gallery["maps"].shape == (2, len(gallery["splits"]), 28, 28)
+    assert gallery["images"].dtype == np.uint8 and list(gallery["explainers"]) == ["lrp", "lrp"]
+    assert set(gallery["kinds"].tolist()) == {"aligned", "conflicting"}
+    assert int(gallery["epoch"]) == final["epoch"]  # the kept checkpoint's gallery is the reported epoch's
 
     mnist_sc = make_run_config("erm", "mnist_sc", "fast", seed=0, hparams=TINY_HP, dataset_params=MNISTSC.test_options)
     final = execute(mnist_sc, store, torch.device("cpu"), progress=False)["final"]["iid_val"]
     assert 0.0 <= final["iid_shortcut_relevance"] <= 1.0 and "iid_expl_cosine" not in final
+
+
+def test_the_report_and_the_explain_command_show_the_same_teacher_heatmaps(tmp_path: Path) -> None:
+    """objects_on_scenes feeds its teacher the debiased view: both pipelines must explain the teacher on it, with
+    the same rows and functions, so the maps are the same tensors."""
+    from bench.heatmaps import explain_run
+    from datasets.objects_on_scenes import ObjectsOnScenes
+
+    store = Store(tmp_path)
+    cfg = make_run_config("lrp_distill", "objects_on_scenes", "fast", 0, {"epochs": 1, "batch_size": 32},
+                          ObjectsOnScenes.test_options, teacher_hparams={"epochs": 1, "batch_size": 32})
+    record = execute(cfg, store, torch.device("cpu"), progress=False)
+    saved = read_gallery(store.run_dir(record["run_id"]) / GALLERY_FILE)
+    fresh = explain_run(store, record["run_id"], ["lrp"], n_per_group=4)
+    assert saved is not None and list(fresh["columns"]) == ["student", "teacher"]
+    teacher = list(saved["columns"]).index("teacher")
+    assert np.array_equal(saved["maps"][teacher], fresh["maps"][1])
+    assert np.array_equal(saved["maps"][0], fresh["maps"][0])  # the kept network, explained alike
+    for key in ("images", "labels", "splits", "indices", "kinds"):
+        assert np.array_equal(saved[key], fresh[key]), key
