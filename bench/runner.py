@@ -300,7 +300,9 @@ class _Training:
         for epoch in bar:
             self.method.on_epoch_start(epoch)
             train_logs = self._train_epoch(epoch, step)
-            metrics = {**train_logs, **self._evaluate(), "selectable": bool(self.method.selectable())}
+            evaluated = (epoch + 1) % self.protocol.eval_every == 0 or epoch + 1 == self.hp.epochs
+            metrics = {**train_logs, **(self._evaluate() if evaluated else {}),
+                       "selectable": evaluated and bool(self.method.selectable())}
             history.append({"epoch": epoch + 1, **metrics})
             self.store.add_epoch(self.cfg.run_id, epoch + 1, metrics)
             self._checkpoint(epoch + 1, history)

@@ -79,3 +79,19 @@ def test_oracle_rows_exist_where_split_names_hid_them(tmp_path: Path) -> None:
     assert record["meta"]["selection"]["oracle"] == {**record["meta"]["selection"]["oracle"],
                                                      "metric": "unbiased_acc", "on_test_split": True}
     assert "iid_unbiased_gap" in record["final"]["last"]
+
+
+def test_eval_every_skips_evaluations_and_selection_of_those_epochs(tmp_path: Path) -> None:
+    from bench.protocols import PROTOCOLS, Protocol, get_protocol, register_protocol
+
+    fast = get_protocol("fast")
+    register_protocol(Protocol("fast_eval2", fast.model, fast.teacher_model, "test", eval_every=2))
+    try:
+        cfg = make_run_config("erm", "coloured_mnist", "fast_eval2", 0, {**TINY_HP, "epochs": 3}, TINY_DATA)
+        store = Store(tmp_path)
+        record = execute(cfg, store, torch.device("cpu"), progress=False)
+    finally:
+        PROTOCOLS._entries.pop("fast_eval2")
+    rows = store.epochs(cfg.run_id)
+    assert [("iid_acc" in row, row["selectable"]) for row in rows] == [(False, False), (True, True), (True, True)]
+    assert record["final"]["iid_val"]["epoch"] in (2, 3) and record["final"]["last"]["epoch"] == 3
