@@ -335,11 +335,11 @@ class DatasetFamily(Protocol):
     def build(cfg: Any, device: torch.device, seed: int) -> BiasedDataset: ...
 
 
-DATASETS: Registry[Any] = Registry("dataset", loader=lambda: import_all_modules("datasets"))
+DATASETS: Registry[DatasetFamily] = Registry("dataset", loader=lambda: import_all_modules("datasets"))
 
 
 def register_dataset(name: str) -> Callable[[Any], Any]:
-    return DATASETS.register(name)
+    return DATASETS.register(name)  # type: ignore[return-value]
 
 
 def list_datasets() -> list[str]:

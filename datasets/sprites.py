@@ -39,11 +39,6 @@ def load_manifest() -> dict[str, dict[str, str]]:
     return manifest
 
 
-def sprite_names() -> list[str]:
-    """Every sprite in the manifest, sorted."""
-    return sorted(load_manifest())
-
-
 def sprites_in_group(group: str) -> list[str]:
     """The sprites of ``group`` (e.g. "boat", "landbird", "dog_a"), sorted; UserError if there are none."""
     names = sorted(name for name, entry in load_manifest().items() if entry["group"] == group)
