@@ -4,6 +4,8 @@ Every ReLU is a distinct, non-inplace module used once per forward (LRP and ReLU
 torchvision ``BasicBlock``'s shared ``relu`` becomes ``relu1``/``relu2``. Parameter names match
 torchvision's, so its state dicts load unchanged. ``model.feature_layer`` names the last feature map
 (for Grad-CAM, attention and feature distillation) and ``model.classifier_layer`` the final linear layer.
+Each container declares how its forward combines its children (``@lrp_chain``, ``@lrp_residual``,
+``@lrp_concat``), which is all the LRP engine (``bench.explain``) knows of the zoo.
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from bench.errors import UserError
+from bench.explain.structure import lrp_chain, lrp_concat, lrp_residual
 from bench.registry import Registry
 
 MODELS: Registry[Callable[..., nn.Module]] = Registry("model")
@@ -32,6 +35,7 @@ def create_model(name: str, num_classes: int, in_channels: int = 3) -> nn.Module
     return MODELS.create(name, num_classes=num_classes, in_channels=in_channels)
 
 
+@lrp_residual(activation="relu2", shortcut="downsample")
 class BasicBlock(nn.Module):
     expansion = 1
 
@@ -52,6 +56,7 @@ class BasicBlock(nn.Module):
         return self.relu2(out + identity)
 
 
+@lrp_residual(activation="relu3", shortcut="downsample")
 class Bottleneck(nn.Module):
     expansion = 4
 
@@ -76,6 +81,7 @@ class Bottleneck(nn.Module):
         return self.relu3(out + identity)
 
 
+@lrp_chain
 class ResNet(nn.Module):
     """torchvision's ResNet layout (7×7/2 stem + max-pool) or, with ``small_input``, a 3×3/1 stem and
     no max-pool (the usual CIFAR/MNIST adaptation)."""
@@ -127,6 +133,7 @@ class ResNet(nn.Module):
         return self.fc(self.flatten(self.avgpool(x)))
 
 
+@lrp_chain
 class DenseLayer(nn.Module):
     """BN-ReLU-1×1 conv-BN-ReLU-3×3 conv producing ``growth`` new channels (torchvision's parameter names)."""
 
@@ -143,6 +150,7 @@ class DenseLayer(nn.Module):
         return self.conv2(self.relu2(self.norm2(self.conv1(self.relu1(self.norm1(x))))))
 
 
+@lrp_concat
 class DenseBlock(nn.ModuleDict):
     """Each layer sees the concatenation of the block input and every earlier layer's output."""
 
@@ -165,6 +173,7 @@ class Transition(nn.Sequential):
         self.add_module("pool", nn.AvgPool2d(2, 2))
 
 
+@lrp_chain
 class DenseNet(nn.Module):
     """torchvision's DenseNet layout and parameter names, with the final ReLU a module of ``features``
     (``features.relu5``) and the dense blocks written with explicit concatenation."""
@@ -209,6 +218,7 @@ class DenseNet(nn.Module):
         return self.classifier(self.flatten(self.avgpool(self.features(x))))
 
 
+@lrp_chain
 class SmallCNN(nn.Module):
     """A small conv net for quick CPU runs: three conv-BN-ReLU stages (max-pool after the first two), an
     adaptive average pool to 4×4 (spatial layout matters for digits; a global pool loses it), linear."""
@@ -277,6 +287,7 @@ def small_cnn(num_classes: int, in_channels: int = 3) -> nn.Module:
     return SmallCNN(num_classes, in_channels)
 
 
+@lrp_chain
 class ConvNet3(nn.Module):
     """The 3-conv CNN of the neuron-differentiation paper for CMNIST (Sec. 4.1: 64, 128, 256 kernels, three
     batch norms), with DCWP's layout: conv 4×4 stride 2 padding 1, BN, ReLU; global average pool; linear."""
@@ -364,8 +375,10 @@ def classifier_module(model: nn.Module) -> nn.Module:
 
 def convert_model(model: nn.Module) -> nn.Module:
     """The zoo's equivalent, with the same weights, of a torchvision ResNet or DenseNet or a plain timm
-    ResNet (for explanations: their blocks reuse one ReLU module or add in place). Other models are
-    returned as they are; a timm ResNet variant whose weights do not fit the plain layout is refused."""
+    ResNet (``feature_layer``/``classifier_layer`` included; LRP explains torchvision and timm ResNets as
+    they are, with the same heatmaps, but not torchvision's DenseNet, whose forward applies functional
+    ReLU and pooling). Other models are returned as they are; a timm ResNet variant whose weights do not
+    fit the plain layout is refused."""
     import torchvision
 
     ours: nn.Module

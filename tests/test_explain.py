@@ -4,19 +4,23 @@
   and eval mode (the maps are exact under double backward);
 - LRP-0 (ε = 0) equals Gradient×Input; relevance is conserved on bias-free ReLU nets;
 - LRP-ε equals zennit's Epsilon rule with its ResNet canonizer (eval mode);
-- Grad-CAM equals an independent computation; explaining leaves parameters and state untouched.
+- Grad-CAM equals an independent computation; explaining leaves parameters and state untouched;
+- torchvision and timm ResNets are explained as they are (shared in-place ReLUs, in-place sums), with the
+  heatmaps of their zoo equivalents.
 """
 from __future__ import annotations
 
 import copy
+import importlib
 
 import pytest
 import torch
 from torch import nn
 
-from bench.explain import explain, explain_with_logits, list_explainers
+from bench.explain import explain, explain_with_logits, list_explainers, register_lrp_structure
 from bench.explain.cam import upsample
 from bench.explain.lrp import relevance
+from bench.explain.structure import STRUCTURES
 from bench.models import BasicBlock, Bottleneck, DenseNet, ResNet, SmallCNN, create_model
 
 METHODS = ["lrp", "lrp_flex", "gradinput", "inputgrad", "gradcam", "attention"]
@@ -321,31 +325,102 @@ def test_vgg_style_torchvision_model_with_inplace_relus(mode: str) -> None:
     torch.manual_seed(1)
     exact = relevance(model, x, target, 0.0, create_graph=False, flex=False, norm_stabiliser=0.0)
     torch.testing.assert_close(exact, reference, rtol=1e-10, atol=1e-12)
-    assert all(m.inplace for m in model.modules() if isinstance(m, nn.ReLU))  # restored after explaining
+    assert all(m.inplace for m in model.modules() if isinstance(m, nn.ReLU))  # never switched off
 
 
-@pytest.mark.parametrize("source", ["torchvision-resnet18", "torchvision-resnet50", "torchvision-densenet121",
-                                    "timm-resnet18", "timm-resnet50"])
-def test_torchvision_and_timm_models_are_converted_not_misexplained(source: str) -> None:
+def library_model(source: str) -> nn.Module:
+    """A torchvision or timm model as users hold it ("library-name"), float64, with non-trivial batch norms."""
+    library, name = source.split("-")
+    torch.manual_seed(0)
+    if library == "timm":
+        model = pytest.importorskip("timm").create_model(name, pretrained=False, num_classes=10)
+    else:
+        model = getattr(pytest.importorskip("torchvision").models, name)(num_classes=10)
+    model = model.double().eval()
+    _randomise_batch_norm(model)
+    return model
+
+
+def snapshot(model: nn.Module) -> tuple[dict[str, torch.Tensor], list[tuple[str, int, object]]]:
+    """The model's state and its module objects with their in-place flags (to check that nothing changed)."""
+    modules = [(name, id(m), getattr(m, "inplace", None)) for name, m in model.named_modules()]
+    return copy.deepcopy(model.state_dict()), modules
+
+
+@pytest.mark.parametrize("source", ["torchvision-resnet18", "torchvision-resnet50", "timm-resnet18", "timm-resnet50"])
+def test_torchvision_and_timm_resnets_are_explained_as_they_are(source: str) -> None:
+    """Their blocks use one in-place ReLU module several times and add the shortcut in place; LRP explains
+    each ReLU call at its position and gives the zoo-converted model's heatmaps, leaving the model as it was."""
     from bench.models import convert_model
 
-    library, name = source.split("-")
-    if library == "timm":
-        timm = pytest.importorskip("timm")
-        reference = timm.create_model(name, pretrained=False, num_classes=10)
-    else:
-        reference = getattr(pytest.importorskip("torchvision").models, name)(num_classes=10)
-    reference = reference.double().eval()
-    x = torch.rand(2, 3, 64, 64, dtype=torch.float64)
+    model = library_model(source)
+    ours = convert_model(model)
+    x = torch.rand(2, 3, 32, 32, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
     target = torch.tensor([0, 1])
-    if name.startswith("resnet"):
-        with pytest.raises((ValueError, RuntimeError)):  # shared ReLU (torchvision) / in-place add (timm)
-            explain(reference, x, target, "lrp")
-    ours = convert_model(reference)
-    with torch.no_grad():
-        torch.testing.assert_close(ours(x), reference(x))
-    torch.testing.assert_close(relevance(ours, x, target, 0.0, create_graph=False, flex=False, norm_stabiliser=0.0),
-                               explain(reference, x, target, "gradinput"), rtol=1e-9, atol=1e-12)
+    state, modules = snapshot(model)
+    for method in ("lrp", "lrp_flex"):
+        expected = explain(ours, x, target, method, eps=0.05)
+        torch.testing.assert_close(explain(model, x, target, method, eps=0.05), expected, rtol=1e-10, atol=1e-13)
+    torch.testing.assert_close(relevance(model, x, target, 0.0, create_graph=False, flex=False, norm_stabiliser=0.0),
+                               explain(model, x, target, "gradinput"), rtol=1e-9, atol=1e-12)
+    heat = explain(model, x, target, "lrp", create_graph=True)
+    (grad,) = torch.autograd.grad(heat.sum(), model.fc.weight)  # the user's parameters, not a copy's
+    assert grad.abs().sum() > 0
+    after_state, after_modules = snapshot(model)
+    assert after_modules == modules and after_state.keys() == state.keys()
+    assert all(torch.equal(value, after_state[key]) for key, value in state.items())
+    assert not any(m._forward_hooks or m._forward_pre_hooks or "forward" in vars(m) for m in model.modules())
+
+
+def test_unregistered_structures_get_one_clear_error() -> None:
+    """torchvision's DenseNet applies functional ReLU and pooling in its forward: no structure is registered
+    for it (bench.models.convert_model gives the zoo's equivalent)."""
+    model = library_model("torchvision-densenet121")
+    with pytest.raises(NotImplementedError, match=r"no LRP rule for DenseNet \(torchvision\.models\.densenet\)"):
+        explain(model, torch.rand(1, 3, 32, 32, dtype=torch.float64), torch.tensor([0]), "lrp")
+
+
+def test_in_place_sums_must_be_declared() -> None:
+    """A residual block that adds in place overwrites a recorded output unless its registration says so."""
+
+    class Block(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.linear = nn.Linear(4, 4)
+            self.relu = nn.ReLU()
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            out = self.linear(x)
+            out += x
+            return self.relu(out)
+
+    torch.manual_seed(0)
+    model = nn.Sequential(Block(), nn.Linear(4, 3)).double()
+    x = torch.rand(2, 4, dtype=torch.float64)
+    target = torch.tensor([0, 2])
+    register_lrp_structure(Block, "residual", activation="relu")
+    with pytest.raises(ValueError, match="overwritten in place"):
+        explain(model, x, target, "lrp")
+    register_lrp_structure(Block, "residual", activation="relu", inplace_sum=True)
+    exact = relevance(model, x, target, 0.0, create_graph=False, flex=False, norm_stabiliser=0.0)
+    torch.testing.assert_close(exact, explain(model, x, target, "gradinput"), rtol=1e-10, atol=1e-12)
+
+
+def test_hook_based_lrp_flex_refuses_shared_and_in_place_relus() -> None:
+    """Its ReLU backward hooks would see one activation per module, and torch forbids them on in-place ReLUs."""
+    relu = nn.ReLU()
+    shared = nn.Sequential(nn.Linear(4, 4), relu, nn.Linear(4, 4), relu, nn.Linear(4, 3))
+    for model in (shared, nn.Sequential(nn.Linear(4, 4), nn.ReLU(inplace=True), nn.Linear(4, 3))):
+        with pytest.raises(ValueError, match="lrp_flex_hooks needs out-of-place ReLU modules, each used once"):
+            explain(model, torch.rand(2, 4), torch.tensor([0, 1]), "lrp_flex_hooks")
+    assert not any(m._forward_hooks or m._backward_hooks for m in shared.modules())
+
+
+def test_structures_registered_by_name_name_real_classes() -> None:
+    pytest.importorskip("timm")
+    for name in (key for key in STRUCTURES if isinstance(key, str)):
+        module_name, _, class_name = name.rpartition(".")
+        assert isinstance(getattr(importlib.import_module(module_name), class_name), type), name
 
 
 @pytest.mark.parametrize("model_name", ["resnet50", "densenet121"])

@@ -1,4 +1,5 @@
-"""Model zoo: shapes, torchvision parity, and one distinct ReLU module per use (LRP needs it)."""
+"""Model zoo: shapes, torchvision parity, one distinct ReLU module per use (LRP and ReLU hooks need it), and
+every container's structure declared to the LRP engine."""
 from __future__ import annotations
 
 import pytest
@@ -6,6 +7,8 @@ import torch
 import torchvision
 from torch import nn
 
+from bench.explain.lrp import PLAIN_LEAVES
+from bench.explain.structure import lrp_structure
 from bench.models import create_model, feature_module, list_models
 
 
@@ -57,3 +60,12 @@ def test_paper_resnet_is_not_adapted_to_small_inputs() -> None:
         model(torch.rand(1, 3, 28, 28))
     assert shapes["resnet18"][-2:] == (1, 1)
     assert shapes["resnet18_small"][-2:] == (4, 4)
+
+
+@pytest.mark.parametrize("name", [n for n in list_models() if not n.startswith("bcos_")])  # B-cos: own explanation
+def test_every_container_declares_its_lrp_structure(name: str) -> None:
+    """The LRP engine knows the zoo only through the structures its classes register (bench.explain.structure)."""
+    model = create_model(name, num_classes=10)
+    undeclared = {type(m).__name__ for m in model.modules()
+                  if lrp_structure(type(m)) is None and not isinstance(m, PLAIN_LEAVES)}
+    assert not undeclared

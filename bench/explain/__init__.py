@@ -3,7 +3,10 @@
 Every map is built from ordinary differentiable torch operations (vector-Jacobian products taken with
 ``torch.autograd.grad`` and elementwise rescalings), never from modified backward hooks, so with
 ``create_graph=True`` the parameter gradients of any loss on the map are exact (double backward).
-Nothing here synchronises with the host.
+Nothing here synchronises with the host. The engine imports no model: model code declares its containers'
+structure for LRP with ``lrp_chain``, ``lrp_residual``, ``lrp_concat`` or ``register_lrp_structure``
+(``bench.explain.structure``); torch, torchvision and timm ResNets/VGGs are declared in
+``bench.explain.library_models`` and are explained as they are.
 """
 from __future__ import annotations
 
@@ -12,10 +15,12 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from bench.explain import bcos, cam, gradient, lrp  # noqa: F401  (registration)
+from bench.explain import bcos, cam, gradient, library_models, lrp  # noqa: F401  (registration)
 from bench.explain.registry import EXPLAINERS, Target, list_explainers, register_explainer
+from bench.explain.structure import lrp_chain, lrp_concat, lrp_residual, register_lrp_structure
 
-__all__ = ["EXPLAINERS", "Target", "explain", "explain_with_logits", "list_explainers", "register_explainer"]
+__all__ = ["EXPLAINERS", "Target", "explain", "explain_with_logits", "list_explainers", "lrp_chain", "lrp_concat",
+           "lrp_residual", "register_explainer", "register_lrp_structure"]
 
 
 def explain(model: nn.Module, x: Tensor, target: Target, method: str, *, create_graph: bool = False,

@@ -2,8 +2,8 @@
 
 For ReLU networks, LRP with the ε-rule can be written in "gradient × input" form: the heatmap is
 ``x ⊙ g`` where ``g`` is obtained like an input gradient, except that at every ε-position the gradient
-is multiplied by ``z / (z + ε·sign(z))`` (``z``: the value there). We build ``g`` module by module,
-from the last layer back, out of ordinary differentiable operations: each module's vector-Jacobian
+is multiplied by ``z / (z + ε·sign(z))`` (``z``: the value there). We build ``g`` module call by module
+call, from the last layer back, out of ordinary differentiable operations: each call's vector-Jacobian
 product is taken with ``torch.autograd.grad`` on the tensors recorded in one forward pass, and the
 ε-rescalings are elementwise products with graph-connected activations. With ``create_graph=True``
 the heatmap is therefore an ordinary differentiable function of the parameters and its parameter
@@ -23,21 +23,23 @@ Rules (Bach et al., 2015; Montavon et al., 2019):
 - batch norm: its vector-Jacobian product in the module's mode (eval: the merged per-channel scale;
   train: including the batch-statistic terms, as the distillation paper's code does).
 
-Structure comes from per-type rules: chain containers (``nn.Sequential`` and the zoo's models) and
-residual blocks; a container with no rule is refused rather than explained wrongly.
+Structure comes from the structures that model code registers (``bench.explain.structure``: chain,
+residual, concat); a container with none is refused rather than explained wrongly. This module imports
+no model. Every call of a module is recorded on its own, so a module used at several positions (the one
+``relu`` of a torchvision ResNet block) is explained per position; in-place modules and in-place sums
+never overwrite a recorded tensor (see ``RelevancePass.record``), and the user's model is not modified.
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-import torchvision
 from torch import Tensor, nn
 
 from bench.explain.registry import Target, register_explainer, resolve_target
-from bench.models import BasicBlock, Bottleneck, ConvNet3, DenseBlock, DenseLayer, DenseNet, ResNet, SmallCNN
+from bench.explain.structure import LrpStructure, lrp_structure
 
 DEFAULT_EPS = 1e-2
 NORM_STABILISER = 1e-6  # zennit's Norm rule (sums, average pooling): LRP-0 with this stabiliser
@@ -46,27 +48,34 @@ NORM = (nn.BatchNorm2d, nn.BatchNorm1d)
 PLAIN_LEAVES = (nn.ReLU, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.Flatten, nn.Dropout, nn.Identity,
                 *NORM, *AFFINE)
 
-Rule = Callable[["RelevancePass", nn.Module, Tensor], Tensor]
-RULES: dict[type, Rule] = {}
-CHAIN_CONTAINERS: list[type] = [nn.Sequential, ResNet, SmallCNN, ConvNet3, DenseNet, DenseLayer, torchvision.models.VGG]
+
+@dataclass(eq=False)
+class Call:
+    """One call of a module in the recorded forward pass. ``output`` is what the module returned, kept
+    intact; ``returned`` is what its caller received: ``output``, or a copy that the caller may overwrite
+    (children of a block that sums in place). ``children``: the module calls made inside, in order."""
+
+    module: nn.Module
+    input: Tensor
+    clone_children: bool = False
+    output: Tensor = field(init=False)
+    returned: Tensor = field(init=False)
+    output_version: int = field(init=False)
+    children: list[Call] = field(default_factory=list)
 
 
-def register_rule(*types: type) -> Callable[[Rule], Rule]:
-    """Register the relevance rule of a module type (its forward's structure)."""
+StructureRule = Callable[["RelevancePass", Call, LrpStructure, Tensor], Tensor]
+STRUCTURE_RULES: dict[str, StructureRule] = {}
 
-    def decorator(rule: Rule) -> Rule:
-        for module_type in types:
-            RULES[module_type] = rule
+
+def structure_rule(kind: str) -> Callable[[StructureRule], StructureRule]:
+    """Register the relevance rule of a structure kind (``bench.explain.structure``)."""
+
+    def decorator(rule: StructureRule) -> StructureRule:
+        STRUCTURE_RULES[kind] = rule
         return rule
 
     return decorator
-
-
-def register_chain_container(module_type: type) -> type:
-    """Declare that ``module_type``'s forward calls its children one after the other (glue such as
-    flattening in between is allowed; branches are not)."""
-    CHAIN_CONTAINERS.append(module_type)
-    return module_type
 
 
 @dataclass
@@ -77,33 +86,57 @@ class RelevancePass:
     eps: Tensor
     create_graph: bool
     norm_stabiliser: float = NORM_STABILISER
-    records: dict[nn.Module, tuple[Tensor, Tensor]] = field(default_factory=dict)
-    call_order: list[nn.Module] = field(default_factory=list)
+    calls: list[Call] = field(default_factory=list)  # the top-level calls (the model's)
+    _open: list[Call] = field(default_factory=list)  # calls entered and not yet left
 
-    def record(self, model: nn.Module, x: Tensor) -> Tensor:
-        """One forward pass recording every module's input and output. In-place ReLUs (torchvision's)
-        would overwrite recorded tensors, so they run out of place for this pass."""
+    def record(self, model: nn.Module, x: Tensor) -> tuple[Tensor, Call]:
+        """One forward pass recording every module call's input and output; returns the logits and the
+        model's call. Nothing of the model is changed: an in-place module (torchvision's ReLUs) gets a
+        copy of its input, so that the tensor recorded as the previous call's output stays intact."""
         handles = []
-        inplace = [m for m in model.modules() if isinstance(m, nn.ReLU) and m.inplace]
         for module in model.modules():
-            handles.append(module.register_forward_pre_hook(lambda m, i: self.call_order.append(m)))
-            handles.append(module.register_forward_hook(self._store))
-        for module in inplace:
-            module.inplace = False
+            handles.append(module.register_forward_pre_hook(self._enter))
+            handles.append(module.register_forward_hook(self._leave))
         try:
-            return model(x)
+            logits = model(x)
         finally:
             for handle in handles:
                 handle.remove()
-            for module in inplace:
-                module.inplace = True
+            self._open.clear()
+        self._check_rules()
+        self._check_intact()
+        return logits, self.calls[0]
 
-    def _store(self, module: nn.Module, inputs: tuple[Any, ...], output: Tensor) -> None:
-        if module in self.records:
-            raise ValueError(f"module {type(module).__name__} is called twice in one forward; LRP needs every "
-                             "module (every ReLU in particular) used once: for torchvision and timm ResNets "
-                             "use bench.models.convert_model(model)")
-        self.records[module] = (inputs[0], output)
+    def _enter(self, module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...] | None:
+        structure = lrp_structure(type(module))
+        call = Call(module, args[0], clone_children=structure is not None and structure.inplace_sum)
+        (self._open[-1].children if self._open else self.calls).append(call)
+        self._open.append(call)
+        if getattr(module, "inplace", False) is True and isinstance(args[0], Tensor):
+            return (args[0].clone(), *args[1:])
+        return None
+
+    def _leave(self, module: nn.Module, args: tuple[Any, ...], output: Tensor) -> Tensor | None:
+        call = self._open.pop()
+        call.output, call.returned, call.output_version = output, output, output._version
+        if self._open and self._open[-1].clone_children:  # the parent may add to it in place
+            call.returned = output.clone()
+            return call.returned
+        return None
+
+    def _check_rules(self) -> None:
+        """Refuse a container with no registered structure before anything else goes wrong."""
+        for call in walk(self.calls):
+            if lrp_structure(type(call.module)) is None and not isinstance(call.module, PLAIN_LEAVES):
+                raise no_rule(call.module)
+
+    def _check_intact(self) -> None:
+        for call in walk(self.calls):
+            if call.output._version != call.output_version:
+                raise ValueError(
+                    f"the output of {type(call.module).__name__} was overwritten in place after it was recorded "
+                    "(e.g. `out += identity`); register its container with inplace_sum=True "
+                    "(bench.explain.register_lrp_structure)")
 
     # --- building blocks ----------------------------------------------------------------------
     def vjp(self, output: Tensor, inputs: Tensor, grad: Tensor) -> Tensor:
@@ -113,9 +146,8 @@ class RelevancePass:
         (result,) = torch.autograd.grad(output, inputs, grad, create_graph=self.create_graph, retain_graph=True)
         return result
 
-    def module_vjp(self, module: nn.Module, grad: Tensor) -> Tensor:
-        inputs, output = self.records[module]
-        return self.vjp(output, inputs, grad)
+    def call_vjp(self, call: Call, grad: Tensor) -> Tensor:
+        return self.vjp(call.output, call.input, grad)
 
     def epsilon_factor(self, z: Tensor, eps: Tensor | None = None) -> Tensor:
         """z / (z + ε·sign(z)), sign(0) = +1 (zennit's stabiliser); 1 where the denominator is 0 (ε = 0)."""
@@ -132,18 +164,14 @@ class RelevancePass:
         safe = torch.where(positive, a + eps, torch.ones_like(a))
         return torch.where(positive, a / safe, torch.zeros_like(a))
 
-    def propagate(self, module: nn.Module, grad: Tensor) -> Tensor:
-        """Gradient-form relevance at the input of ``module`` from the one at its output."""
-        for module_type in type(module).__mro__:
-            if module_type in RULES:
-                return RULES[module_type](self, module, grad)
-        if isinstance(module, tuple(CHAIN_CONTAINERS)):
-            return self.chain(self.children_in_call_order(module), grad, module)
-        if isinstance(module, PLAIN_LEAVES):
-            return self.leaf(module, grad)
-        raise NotImplementedError(
-            f"no LRP rule for {type(module).__name__}; register one with bench.explain.lrp.register_rule "
-            "(or register_chain_container if its forward is a plain chain of its children)")
+    def propagate(self, call: Call, grad: Tensor) -> Tensor:
+        """Gradient-form relevance at the input of ``call`` from the one at its output."""
+        structure = lrp_structure(type(call.module))
+        if structure is not None:
+            return STRUCTURE_RULES[structure.kind](self, call, structure, grad)
+        if isinstance(call.module, PLAIN_LEAVES):
+            return self.leaf(call, grad)
+        raise no_rule(call.module)
 
     def norm_factor(self, z: Tensor) -> Tensor:
         """The Norm rule's rescaling in ``lrp`` (none in ``lrp_flex``, whose pooling and sums are plain)."""
@@ -151,67 +179,94 @@ class RelevancePass:
             return torch.ones_like(z)
         return self.epsilon_factor(z, torch.full((), self.norm_stabiliser, dtype=z.dtype, device=z.device))
 
-    def leaf(self, module: nn.Module, grad: Tensor) -> Tensor:
-        if isinstance(module, nn.ReLU) and self.flex:
-            grad = grad * self.relu_factor(self.records[module][1])
-        if isinstance(module, (nn.AvgPool2d, nn.AdaptiveAvgPool2d)):
-            grad = grad * self.norm_factor(self.records[module][1])
-        return self.module_vjp(module, grad)
+    def leaf(self, call: Call, grad: Tensor) -> Tensor:
+        if isinstance(call.module, nn.ReLU) and self.flex:
+            grad = grad * self.relu_factor(call.output)
+        if isinstance(call.module, (nn.AvgPool2d, nn.AdaptiveAvgPool2d)):
+            grad = grad * self.norm_factor(call.output)
+        return self.call_vjp(call, grad)
 
-    def children_in_call_order(self, container: nn.Module) -> list[nn.Module]:
-        children = {id(child) for child in container.children()}
-        return [m for m in self.call_order if id(m) in children and m in self.records]
-
-    def chain(self, modules: list[nn.Module], grad: Tensor, container: nn.Module | None = None) -> Tensor:
-        """Through ``modules`` called one after the other; ``grad`` is at the last one's output (or at the
+    def chain(self, calls: list[Call], grad: Tensor, container: Call | None = None) -> Tensor:
+        """Through ``calls`` made one after the other; ``grad`` is at the last one's output (or at the
         container's output); returns the relevance at the first one's input (or the container's)."""
+        if not calls:  # e.g. an empty nn.Sequential: nothing but glue
+            return grad if container is None else self.vjp(container.output, container.input, grad)
         if container is not None:
-            grad = self.vjp(self.records[container][1], self.records[modules[-1]][1], grad)
-        i = len(modules) - 1
+            grad = self.vjp(container.output, calls[-1].output, grad)
+        i = len(calls) - 1
         while i >= 0:
-            module = modules[i]
-            merged = (isinstance(module, NORM) and i > 0 and isinstance(modules[i - 1], AFFINE)
-                      and self.records[modules[i - 1]][1] is self.records[module][0])
-            if isinstance(module, (*AFFINE, *NORM)):  # a batch norm on its own is an affine layer too
-                grad = self.affine_unit(modules[i - 1:i + 1] if merged else [module], grad)
+            call = calls[i]
+            merged = (isinstance(call.module, NORM) and i > 0 and isinstance(calls[i - 1].module, AFFINE)
+                      and calls[i - 1].returned is call.input)
+            if isinstance(call.module, (*AFFINE, *NORM)):  # a batch norm on its own is an affine layer too
+                grad = self.affine_unit(calls[i - 1:i + 1] if merged else [call], grad)
                 i -= 2 if merged else 1
             else:
-                grad = self.propagate(module, grad)
+                grad = self.propagate(call, grad)
                 i -= 1
-            if i >= 0:  # glue between the previous module's output and this input (e.g. flatten)
-                grad = self.vjp(self.records[modules[i + 1]][0], self.records[modules[i]][1], grad)
+            if i >= 0:  # glue between the previous call's output and this input (e.g. flatten)
+                grad = self.vjp(calls[i + 1].input, calls[i].output, grad)
         if container is not None:
-            grad = self.vjp(self.records[modules[0]][0], self.records[container][0], grad)
+            grad = self.vjp(calls[0].input, container.input, grad)
         return grad
 
-    def affine_unit(self, unit: list[nn.Module], grad: Tensor) -> Tensor:
+    def affine_unit(self, unit: list[Call], grad: Tensor) -> Tensor:
         """A conv/linear layer, with the batch norm that follows it: ε at the unit's output (``lrp``)."""
         if not self.flex:
-            grad = grad * self.epsilon_factor(self.records[unit[-1]][1])
-        for module in reversed(unit):
-            grad = self.module_vjp(module, grad)
+            grad = grad * self.epsilon_factor(unit[-1].output)
+        for call in reversed(unit):
+            grad = self.call_vjp(call, grad)
         return grad
 
 
-@register_rule(BasicBlock, Bottleneck)
-def residual_block(lrp: RelevancePass, block: nn.Module, grad: Tensor) -> Tensor:
-    """relu_out(main(x) + shortcut(x)): the sum passes relevance to both branches by contribution."""
-    last_relu: nn.Module = block.relu2 if isinstance(block, BasicBlock) else block.relu3  # type: ignore[assignment]
-    downsample: nn.Module | None = block.downsample  # type: ignore[assignment]
-    grad = lrp.propagate(last_relu, grad)
-    grad = grad * lrp.norm_factor(lrp.records[last_relu][0])
-    main = [m for m in lrp.children_in_call_order(block) if m is not last_relu and m is not downsample]
+def no_rule(module: nn.Module) -> NotImplementedError:
+    module_type = type(module)
+    return NotImplementedError(
+        f"no LRP rule for {module_type.__name__} ({module_type.__module__}); declare how its forward combines "
+        "its children with bench.explain.register_lrp_structure (kinds: chain, residual, concat)")
+
+
+def walk(calls: list[Call]) -> Iterator[Call]:
+    """Every call in ``calls`` and, depth first, every call made inside them."""
+    pending = list(reversed(calls))
+    while pending:
+        call = pending.pop()
+        yield call
+        pending.extend(reversed(call.children))
+
+
+@structure_rule("chain")
+def chain_container(lrp: RelevancePass, call: Call, structure: LrpStructure, grad: Tensor) -> Tensor:
+    """A forward that calls its children one after the other: each call's rule in turn, glue in between."""
+    return lrp.chain(call.children, grad, call)
+
+
+@structure_rule("residual")
+def residual_block(lrp: RelevancePass, call: Call, structure: LrpStructure, grad: Tensor) -> Tensor:
+    """activation(main(x) + shortcut(x)): the sum passes relevance to both branches by contribution
+    (LRP-0; zennit's Norm rule in ``lrp``)."""
+    block = call.module
+    activation = block.get_submodule(structure.activation or "")
+    shortcut = getattr(block, structure.shortcut) if structure.shortcut else None  # None: the identity
+    *body, last = call.children
+    if last.module is not activation:
+        raise ValueError(f"{type(block).__name__}'s forward does not end with its registered activation "
+                         f"{structure.activation!r}")
+    grad = lrp.vjp(call.output, last.output, grad)
+    grad = lrp.propagate(last, grad)
+    grad = grad * lrp.norm_factor(last.input)
+    shortcut_calls = [c for c in body if shortcut is not None and c.module is shortcut]
+    main = [c for c in body if c not in shortcut_calls]
     through_main = lrp.chain(main, grad)
-    through_shortcut = grad if downsample is None else lrp.propagate(downsample, grad)
+    through_shortcut = lrp.propagate(shortcut_calls[0], grad) if shortcut_calls else grad
     return through_main + through_shortcut
 
 
-@register_rule(DenseBlock)
-def dense_block(lrp: RelevancePass, block: nn.Module, grad: Tensor) -> Tensor:
+@structure_rule("concat")
+def dense_block(lrp: RelevancePass, call: Call, structure: LrpStructure, grad: Tensor) -> Tensor:
     """x_k = cat(x_{k-1}, layer_k(x_{k-1})): split the channels, send the new ones through layer k."""
-    for layer in reversed(list(block.children())):
-        layer_input = lrp.records[layer][0]
-        kept, new = grad.split([layer_input.shape[1], grad.shape[1] - layer_input.shape[1]], dim=1)
+    for layer in reversed(call.children):
+        kept, new = grad.split([layer.input.shape[1], grad.shape[1] - layer.input.shape[1]], dim=1)
         grad = kept + lrp.propagate(layer, new)
     return grad
 
@@ -231,9 +286,9 @@ def relevance(model: nn.Module, x: Tensor, target: Target, eps: float | Tensor |
     x = x if x.requires_grad else x.detach().requires_grad_(True)
     eps_tensor = as_eps_tensor(eps, x)
     lrp = RelevancePass(flex=flex, eps=eps_tensor, create_graph=create_graph, norm_stabiliser=norm_stabiliser)
-    logits = lrp.record(model, x)
+    logits, call = lrp.record(model, x)
     grad = torch.zeros_like(logits).scatter_(1, resolve_target(logits, target).view(-1, 1), 1.0)
-    return x * lrp.propagate(model, grad)
+    return x * lrp.propagate(call, grad)
 
 
 @register_explainer("lrp")
@@ -261,10 +316,20 @@ def lrp_flex_hooks(model: nn.Module, x: Tensor, target: Target, *, create_graph:
     eps_tensor = as_eps_tensor(eps, x)
     factors = RelevancePass(flex=True, eps=eps_tensor, create_graph=create_graph)
     outputs: dict[nn.Module, Tensor] = {}
+    refusal = ("lrp_flex_hooks needs out-of-place ReLU modules, each used once per forward (the paper's models, the "
+               "zoo's); use lrp_flex, which explains in-place and shared ReLUs")
+    if any(isinstance(m, nn.ReLU) and m.inplace for m in model.modules()):  # full backward hooks forbid them
+        raise ValueError(refusal)
+
+    def keep(module: nn.Module, inputs: tuple[Any, ...], output: Tensor) -> None:
+        if module in outputs:  # its backward hook would see only the last call's activation
+            raise ValueError(refusal)
+        outputs[module] = output
+
     handles = []
     for module in model.modules():
         if isinstance(module, nn.ReLU):
-            handles.append(module.register_forward_hook(lambda m, i, o: outputs.__setitem__(m, o)))
+            handles.append(module.register_forward_hook(keep))
             handles.append(module.register_full_backward_hook(
                 lambda m, grad_in, grad_out: (grad_out[0] * factors.relu_factor(outputs[m]),)  # type: ignore[index]
             ))
