@@ -106,10 +106,12 @@ def masked_mean(values: Tensor, keep: Tensor) -> Tensor:
 
 
 def choose_explainer(model: nn.Module, x: Tensor) -> str:
-    """``lrp`` when LRP has rules for every layer of ``model``, else Gradient×Input."""
+    """``lrp`` when LRP has a rule for every module of ``model``, else Gradient×Input (e.g. B-cos networks). Only
+    the engine's "no LRP rule" error selects the fallback; any other error is a bug and propagates. The run
+    records which explainer its metrics used."""
     try:
         explain(model, x[:1], torch.zeros(1, dtype=torch.long, device=x.device), "lrp", eps=LRP_EPS)
-    except (NotImplementedError, ValueError, TypeError, RuntimeError):
+    except NotImplementedError:
         return FALLBACK_EXPLAINER
     return "lrp"
 
