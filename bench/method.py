@@ -46,8 +46,11 @@ class TrainHparams:
     grad_clip: float = 1.0
 
     def __post_init__(self) -> None:
-        if self.epochs < 1 or self.batch_size < 1:
-            raise ValueError("epochs and batch_size must be >= 1")
+        # upper bounds: a larger value is a typo (10**12 epochs never ends), not an experiment
+        if not 1 <= self.epochs <= 100_000:
+            raise ValueError(f"epochs must be in [1, 100000], got {self.epochs}")
+        if not 1 <= self.batch_size <= 1_000_000:
+            raise ValueError(f"batch_size must be in [1, 1000000], got {self.batch_size}")
         if self.lr <= 0:
             raise ValueError("lr must be > 0")
         if not 0 <= self.momentum < 1:
@@ -95,7 +98,10 @@ class Method:
 
     # --- to implement -------------------------------------------------------------------------
     def build(self) -> None:
-        raise NotImplementedError
+        """Default: one network trained by ``sgd`` on all its parameters."""
+        self.model = self.new_model()
+        self.optimizer = self.sgd(self.model.parameters())
+        self.params = self.trainable()
 
     def step(self, batch: Batch) -> dict[str, Tensor]:
         raise NotImplementedError

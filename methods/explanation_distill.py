@@ -16,10 +16,11 @@ top class and the geometric middle of the ε range, so that it is deterministic.
 """
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -94,6 +95,10 @@ class ExplanationDistill(TeacherStudentMethod):
     pyramid: ClassVar[bool] = True
 
     def build(self) -> None:
+        if self.hp.teacher_batch_stats:
+            # a train-mode teacher moves its batch-norm statistics: on a copy, saved with the method's state, so
+            # that the runner's frozen teacher artifact (its predictions, the probe's maps) stays as it was
+            self.teacher = copy.deepcopy(self.teacher)
         self.model = self.new_model()
         classifier = classifier_module(self.model)
         if not self.hp.dldl:
@@ -178,6 +183,17 @@ class ExplanationDistill(TeacherStudentMethod):
         if self.hp.dldl:
             loss = loss + self.output_loss(batch, teacher_logits)
         return loss.detach()
+
+    def state_dict(self) -> dict[str, Any]:
+        state = super().state_dict()
+        if self.hp.teacher_batch_stats:
+            state["teacher"] = self.teacher.state_dict()
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        if self.hp.teacher_batch_stats:
+            self.teacher.load_state_dict(state["teacher"])
 
 
 @register_method("lrp_distill")

@@ -36,11 +36,6 @@ class _Distill(TeacherStudentMethod):
     Hparams = KDHparams
     graph_capturable = True
 
-    def build(self) -> None:
-        self.model = self.new_model()
-        self.optimizer = self.sgd(self.model.parameters())
-        self.params = self.trainable()
-
     def objective(self, batch: Batch, student_logits: Tensor) -> Tensor:
         loss = soft_kl(student_logits, self.teacher_logits(batch), self.hp.temperature)
         if self.hp.label_weight > 0:

@@ -37,11 +37,6 @@ class Teacher(Method):
     train_views = ("x_debiased",)
     graph_capturable = True
 
-    def build(self) -> None:
-        self.model = self.new_model()
-        self.optimizer = self.sgd(self.model.parameters())
-        self.params = self.trainable()
-
     def step(self, batch: Batch) -> dict[str, Tensor]:
         assert self.optimizer is not None
         self.optimizer.zero_grad(set_to_none=True)

@@ -77,7 +77,6 @@ class ULE(Method):
         self.student = copy.deepcopy(self.model) if self.hp.same_init else self.new_model()
         self.teacher_params = self.trainable(self.model)
         self.student_params = self.trainable(self.student)
-        self.params = self.teacher_params + self.student_params
         self.optimizer = self.sgd(self.teacher_params)
         self.student_optimizer = self.sgd(self.student_params)
 

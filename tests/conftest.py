@@ -1,18 +1,35 @@
-"""Shared fixtures: a tiny COLOURED MNIST configuration and an isolated dataset cache."""
+"""Shared fixtures: a tiny COLOURED MNIST configuration, an isolated dataset cache and the tiny dataset."""
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
 
+from bench.data import BiasedDataset, load_dataset
+
 TINY_DATA = {"train_size": 512, "val_size": 256, "test_size": 256}
 TINY_HP = {"epochs": 2, "batch_size": 64}
 
 
-@pytest.fixture(autouse=True)
-def isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+@pytest.fixture(scope="session")
+def dataset_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The session's dataset cache (also set while session- and module-scoped fixtures load datasets)."""
     cache = tmp_path_factory.getbasetemp() / "dataset-cache"
-    monkeypatch.setenv("BENCH_CACHE", str(cache))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("BENCH_CACHE", str(cache))
+        yield cache
+
+
+@pytest.fixture(autouse=True)
+def isolated_cache(dataset_cache: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("BENCH_CACHE", str(dataset_cache))
     torch.manual_seed(0)
-    return cache
+    return dataset_cache
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(dataset_cache: Path) -> BiasedDataset:
+    """COLOURED MNIST at ``TINY_DATA`` sizes, seed 0, on the CPU (shared: tests must not modify it)."""
+    return load_dataset("coloured_mnist", TINY_DATA, seed=0)

@@ -85,7 +85,8 @@ def test_headline_is_the_datasets_declared_metric(tmp_path: Path) -> None:
     """Waterbirds-like ranks and compares on the worst test group, as its roles declare."""
     roles = {"selection": "val", "validation": ["val"], "iid": "test_id", "shifted": ["test", "test_ood"],
              "oracle": "test_worst_group_acc", "headline": "test_worst_group_acc",
-             "unbiased_val": "val_worst_group_acc", "group_kinds": {"0": "aligned", "1": "conflicting", "2": "conflicting", "3": "aligned"}}
+             "unbiased_val": "val_worst_group_acc",
+             "group_kinds": {"0": "aligned", "1": "conflicting", "2": "conflicting", "3": "aligned"}}
     records = []
     for method, (avg, worst) in {"erm": (0.9, 0.2), "jtt_like": (0.85, 0.6)}.items():
         for seed in (0, 1):
