@@ -242,3 +242,35 @@ def test_missing_teacher_artifact_is_retrained(tmp_path: Path) -> None:
     assert first["status"] == second["status"] == "finished"
     assert (store.run_dir(teacher_id) / "best.pt").exists()
     assert store.get(teacher_id)["status"] == "finished"
+
+
+def test_a_teacher_trained_by_another_process_is_waited_for(tmp_path: Path) -> None:
+    """Another process holds the teacher's lock (it is training it): the student waits, it does not fail."""
+    import threading
+    import time
+
+    import bench.runner as runner
+    from bench.fingerprint import code_fingerprint
+    from bench.runs import RunConfig
+
+    store = Store(tmp_path)
+    cfg = tiny_config("output_distill", epochs=1)
+    teacher = RunConfig.from_dict(cfg.teacher)
+    store.ensure_run(teacher.run_id, teacher.to_dict())
+    store.mark_running(teacher.run_id, code_fingerprint(teacher.to_dict()))
+    held = threading.Event()
+
+    def other_process() -> None:
+        with runner.run_lock(store.run_dir(teacher.run_id), wait=False):
+            held.set()
+            time.sleep(1.5)
+
+    thread = threading.Thread(target=other_process)
+    thread.start()
+    held.wait()
+    start = time.perf_counter()
+    record = execute(cfg, Store(tmp_path), CPU, progress=False)
+    thread.join()
+    assert record["status"] == "finished", record["error"]
+    assert time.perf_counter() - start >= 1.0  # it waited for the lock before training the teacher itself
+    assert Store(tmp_path).get(teacher.run_id)["status"] == "finished"
