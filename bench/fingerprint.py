@@ -2,8 +2,9 @@
 modules, and (for a distilled student) its teacher's code. A finished run whose code fingerprint differs
 from the current one is *stale*.
 
-The engine is every module of ``bench/`` except the layers that cannot change a number (command-line
-plumbing, sweeps, suites, provenance, perf). A method's or dataset family's code is its module plus the
+The engine is every module of ``bench/`` except those that cannot change a number given the resolved run
+config (which the run id already hashes): the command line, suites and sweeps, perf, provenance, the store,
+the registries, the typed-config parsing, atomic writes and user errors. A method's or dataset family's code is its module plus the
 project modules it uses (found by following module globals, within ``methods/`` and ``datasets/``).
 """
 from __future__ import annotations
@@ -18,7 +19,8 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 PLUGIN_PACKAGES = ("methods", "datasets")
-NOT_RESULT_CODE = {"cli.py", "perf.py", "suites.py", "sweep.py", "provenance.py", "fingerprint.py", "__init__.py"}
+NOT_RESULT_CODE = {"cli.py", "perf.py", "suites.py", "sweep.py", "provenance.py", "fingerprint.py", "__init__.py",
+                   "store.py", "registry.py", "config.py", "atomic.py", "errors.py"}
 
 
 def _digest(paths: list[Path]) -> str:
