@@ -4,8 +4,9 @@ from the current one is *stale*.
 
 The engine is every module of ``bench/`` except those that cannot change a number given the resolved run
 config (which the run id already hashes): the command line, suites and sweeps, perf, provenance, the store,
-the registries, the typed-config parsing, atomic writes and user errors. A method's or dataset family's code is its module plus the
-project modules it uses (found by following module globals, within ``methods/`` and ``datasets/``).
+the registries, the typed-config parsing, atomic writes and user errors. A method's or dataset family's
+code is its module plus the project modules it uses (found by following module globals, within
+``methods/`` and ``datasets/``).
 """
 from __future__ import annotations
 
