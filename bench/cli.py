@@ -12,11 +12,31 @@ from bench.errors import UserError
 
 DEFAULT_OUT = Path("results/runs")
 DEFAULT_SUITE = "quick"
+# Seeds are stored as SQLite integers (signed 64-bit) and seed torch generators (< 2**64), and the runner
+# derives per-epoch shuffles from seed * 100_003 + epoch: 2**32 - 1 keeps all of them in range.
+MAX_SEED = 2**32 - 1
+MAX_SEEDS = 10_000  # --seeds of a sweep: more is a typo (the sweep would expand forever)
 
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         raise UserError(f"{message} (see python run_bench.py -h)")
+
+
+def _seed(text: str) -> int:
+    try:
+        seed = int(text)
+    except ValueError:
+        seed = -1
+    if not 0 <= seed <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"the seed must be an integer from 0 to {MAX_SEED}, got {text!r}")
+    return seed
+
+
+def _folder(text: str) -> Path:
+    if not text or "\0" in text:  # Path("") would be the current folder
+        raise argparse.ArgumentTypeError(f"needs a folder name, got {text!r}")
+    return Path(text)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -31,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--method", required=True)
     run.add_argument("--dataset", required=True)
     run.add_argument("--protocol", default="fast")
-    run.add_argument("--seed", type=int, default=0)
+    run.add_argument("--seed", type=_seed, default=0)
     run.add_argument("--model", default=None, help="override the protocol's model")
     run.add_argument("--hp", action="append", metavar="KEY=VALUE", help="hyper-parameter override (repeatable)")
     run.add_argument("--data", action="append", metavar="KEY=VALUE", help="dataset option (repeatable)")
@@ -49,10 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
     _common(sweep)
 
     report = sub.add_parser("report", help="write the report from the results store")
-    report.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    report.add_argument("--out", type=_folder, default=DEFAULT_OUT)
 
     board = sub.add_parser("leaderboard", help="regenerate results/leaderboard/ from its committed records")
-    board.add_argument("--add", type=Path, default=None, metavar="DIR",
+    board.add_argument("--add", type=_folder, default=None, metavar="DIR",
                        help="first merge the finished runs of the results folder DIR into the records")
 
     perf = sub.add_parser("perf", help="training images/s per method on this device")
@@ -68,14 +88,14 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("action", choices=["list", "card", "show"])
     data.add_argument("name", nargs="?", help="dataset family (for card and show)")
     data.add_argument("--data", action="append", metavar="KEY=VALUE", help="dataset option (repeatable)")
-    data.add_argument("--seed", type=int, default=0)
+    data.add_argument("--seed", type=_seed, default=0)
     data.add_argument("--n", type=int, default=8, help="images per row (show)")
     data.add_argument("--device", default="cpu", help="cpu | cuda | auto: where the dataset is generated")
-    data.add_argument("--out", type=Path, default=Path("results/datasets"), help="folder for the pictures")
+    data.add_argument("--out", type=_folder, default=Path("results/datasets"), help="folder for the pictures")
 
     gallery = sub.add_parser("explain", help="draw an explanation gallery (heatmaps of fixed test images) of a run")
     gallery.add_argument("--run", required=True, metavar="RUN_ID", help="a finished run's id")
-    gallery.add_argument("--out", type=Path, default=DEFAULT_OUT, help="results folder (default results/runs)")
+    gallery.add_argument("--out", type=_folder, default=DEFAULT_OUT, help="results folder (default results/runs)")
     gallery.add_argument("--methods", nargs="+", default=None, metavar="METHOD",
                          help="explanation methods (default: lrp gradinput inputgrad gradcam)")
     gallery.add_argument("--n", type=int, default=4, help="images per group (bias-aligned, bias-conflicting)")
@@ -89,7 +109,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="cpu | cuda | auto (GPU when there is one)")
     parser.add_argument("--cuda-graphs", action="store_true",
                         help="capture capturable training steps as whole-step CUDA graphs (GPU only)")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="results folder (default results/runs)")
+    parser.add_argument("--out", type=_folder, default=DEFAULT_OUT, help="results folder (default results/runs)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -106,11 +126,19 @@ def cmd_list(args: argparse.Namespace) -> None:
             cls = get_method(name)
             print(f"{name:<{width}}requires: {', '.join(sorted(cls.requires))}")
     elif args.what == "suites":
+        from bench.suites import SUITES
+
         for name in list_suites():
-            print(f"{name:<28}{get_suite(name).description.strip().splitlines()[0]}")
+            print(f"{name:<28}{_first_line(get_suite(name).description)}")
+        for name, reason in SUITES.broken().items():
+            print(f"{name:<28}BROKEN: {reason}")
     else:
         names = {"datasets": list_datasets, "models": list_models, "protocols": list_protocols}[args.what]()
         print("\n".join(names))
+
+
+def _first_line(text: str) -> str:
+    return next(iter(text.strip().splitlines()), "")
 
 
 def cmd_run(args: argparse.Namespace) -> None:
@@ -146,6 +174,8 @@ def cmd_sweep(args: argparse.Namespace, suite_name: str | None = None) -> None:
     from bench.sweep import run_sweep
 
     suite = get_suite(suite_name or args.suite)
+    if args.seeds is not None and args.seeds > MAX_SEEDS:
+        raise UserError(f"--seeds must be <= {MAX_SEEDS}, got {args.seeds}")
     configs = suite.expand(seeds=args.seeds, protocol=args.protocol)
     counts = run_sweep(configs, args.out, args.device, args.executor, args.workers, progress=not args.quiet,
                        retry_failed=args.retry_failed, reuse_stale=args.reuse_stale)
@@ -161,8 +191,10 @@ def cmd_sweep(args: argparse.Namespace, suite_name: str | None = None) -> None:
 
 
 def _report(out: Path) -> None:
+    from bench.store import check_out_folder
     from reports.report import write_report
 
+    check_out_folder(out, writable=True)
     folder = write_report(out)
     print(f"report: {folder / 'report.md'} and {folder / 'index.html'}")
 
@@ -192,10 +224,12 @@ def cmd_perf(args: argparse.Namespace) -> None:
 
 def cmd_explain(args: argparse.Namespace) -> None:
     from bench.explain import list_explainers
+    from bench.store import check_out_folder
     from reports.gallery import write_gallery
 
     if args.n < 1:
         raise UserError(f"--n must be >= 1, got {args.n}")
+    check_out_folder(args.out, writable=True)  # the gallery is written into the results folder
     unknown = [m for m in args.methods or [] if m not in list_explainers()]
     if unknown:
         raise UserError(f"unknown explanation method {unknown[0]!r} in --methods; "
@@ -216,14 +250,22 @@ def cmd_datasets(args: argparse.Namespace) -> None:
         raise UserError(f"datasets {args.action} needs a dataset name; choose from {', '.join(list_datasets())}")
     if args.n < 1:
         raise UserError(f"--n must be >= 1, got {args.n}")
+    from bench.store import check_out_folder
     from reports.dataset_show import card_text, write_dataset_picture
 
+    if args.action == "show":
+        check_out_folder(args.out, writable=True)
     dataset = load_dataset(args.name, parse_assignments(args.data, "--data"), args.seed, pick_device(args.device))
     if args.action == "card":
         print(card_text(dataset), end="")
         return
     path = write_dataset_picture(dataset, args.out / f"{args.name}-seed{args.seed}.png", n=args.n)
     print(f"{path} (card: {path.with_suffix('.md')})")
+
+
+def _one_line(message: str) -> str:
+    """Messages are written as one line; this keeps the promise for one that quotes multi-line text."""
+    return " ".join(line.strip() for line in message.splitlines() if line.strip())
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -240,7 +282,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "datasets": cmd_datasets, "leaderboard": cmd_leaderboard}
         handlers[args.command](args)
     except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {_one_line(str(err))}", file=sys.stderr)
         return UserError.exit_code
     except KeyboardInterrupt:
         print("interrupted: re-run the same command to resume", file=sys.stderr)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import typing
 from typing import Any, TypeVar
 
@@ -14,6 +15,7 @@ D = TypeVar("D")
 
 def _coerce(value: Any, annotation: Any, where: str) -> Any:
     """Convert a user value (often a CLI string) to the field's declared type."""
+    _reject_non_finite(value, where)
     if isinstance(annotation, str):
         annotation = {"int": int, "float": float, "bool": bool, "str": str}.get(annotation, Any)
     origin = typing.get_origin(annotation)
@@ -31,16 +33,34 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
             return bool(value)
         raise UserError(f"{where} must be true or false, got {value!r}")
     if annotation in (int, float):
-        try:
-            number = annotation(value)
-        except (TypeError, ValueError):
-            raise UserError(f"{where} must be a number ({annotation.__name__}), got {value!r}") from None
-        if annotation is int and isinstance(value, float) and not value.is_integer():
-            raise UserError(f"{where} must be an integer, got {value!r}")
-        return number
+        return _number(value, annotation, where)
     if annotation is str:
         return str(value)
     return value
+
+
+def _number(value: Any, kind: type, where: str) -> int | float:
+    try:
+        number = kind(value)
+    except (TypeError, ValueError, OverflowError):  # OverflowError: int(float("inf")), float(10**400)
+        raise UserError(f"{where} must be a number ({kind.__name__}), got {value!r}") from None
+    if kind is int and isinstance(value, float) and not value.is_integer():
+        raise UserError(f"{where} must be an integer, got {value!r}")
+    if isinstance(number, float) and not math.isfinite(number):  # "inf", "nan", "1e999"
+        raise UserError(f"{where} must be a finite number, got {value!r}")
+    return number
+
+
+def _reject_non_finite(value: Any, where: str) -> None:
+    """NaN and infinities are never a meaningful setting, and JSON (the store) cannot hold them."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise UserError(f"{where} must be a finite number, got {value!r}")
+    if isinstance(value, dict):
+        for item in value.values():
+            _reject_non_finite(item, where)
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            _reject_non_finite(item, where)
 
 
 def _resolved_hints(cls: type) -> dict[str, Any]:
@@ -76,7 +96,8 @@ def parse_assignments(items: list[str] | None, what: str) -> dict[str, str]:
 
 
 def canonical_json(obj: Any) -> str:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+    """Stable JSON of ``obj``; NaN and infinities raise ``ValueError`` (they are not JSON)."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str, allow_nan=False)
 
 
 def config_hash(obj: Any, length: int = 16) -> str:

@@ -16,11 +16,13 @@ import torch
 import torch.nn.functional as F
 
 from bench.data import Batch, BiasedDataset, load_dataset
+from bench.errors import UserError
 from bench.method import build_method, get_method, list_methods, resolve_hparams
 from bench.models import create_model
 from bench.protocols import get_protocol
 
 Step = Callable[[Batch], object]
+MAX_BATCH_SIZE = 1_000_000  # as for training (TrainHparams)
 
 
 @dataclass
@@ -118,7 +120,12 @@ def measure_explanation(explanation: str, dataset: BiasedDataset, protocol: str,
 def run_perf(methods: list[str] | None, protocol: str, device: torch.device, steps: int,
              batch_size: int | None = None, dataset_name: str = "coloured_mnist",
              explanations: list[str] | None = None) -> list[PerfResult]:
+    if batch_size is not None and not 1 <= batch_size <= MAX_BATCH_SIZE:
+        raise UserError(f"--batch-size must be from 1 to {MAX_BATCH_SIZE}, got {batch_size}")
     dataset = load_dataset(dataset_name, get_protocol(protocol).dataset_options(dataset_name), 0, device)
+    most = len(dataset.splits["train"]) // 4  # the steps cycle through 4 distinct batches
+    if batch_size is not None and batch_size > most:
+        raise UserError(f"--batch-size {batch_size} is more than a quarter of the training split; pass at most {most}")
     results = [measure(m, dataset, protocol, device, steps, batch_size) for m in methods or list_methods()]
     results += [measure_explanation(e, dataset, protocol, device, steps, batch_size or 128)
                 for e in explanations or []]

@@ -15,6 +15,7 @@ class Registry(Generic[T]):
     def __init__(self, kind: str, loader: Callable[[], None] | None = None) -> None:
         self.kind = kind
         self._entries: dict[str, T] = {}
+        self._broken: dict[str, str] = {}
         self._loader = loader
         self._loaded = False
 
@@ -31,6 +32,16 @@ class Registry(Generic[T]):
 
         return decorator
 
+    def mark_broken(self, name: str, reason: str) -> None:
+        """Record that ``name`` exists but cannot be loaded: ``get(name)`` raises ``reason`` (one line naming the
+        fix) and every other name keeps working."""
+        self._broken[name] = reason
+
+    def broken(self) -> dict[str, str]:
+        """Names that exist but cannot be loaded, with the reason."""
+        self._ensure_loaded()
+        return dict(sorted(self._broken.items()))
+
     def _ensure_loaded(self) -> None:
         if self._loader is not None and not self._loaded:
             self._loaded = True
@@ -42,6 +53,8 @@ class Registry(Generic[T]):
 
     def get(self, name: str) -> T:
         self._ensure_loaded()
+        if name not in self._entries and name in self._broken:
+            raise UserError(self._broken[name])
         if name not in self._entries:
             raise UserError(
                 f"unknown {self.kind} {name!r}; valid {self.kind}s: {', '.join(self.names()) or '(none)'}"

@@ -47,30 +47,54 @@ CREATE TABLE IF NOT EXISTS epochs (
 JSON_COLUMNS = ("config", "final", "cost", "provenance", "code", "meta")
 ADDED_COLUMNS = ("code", "meta")  # columns newer than the first schema: added to older stores on open
 STORE_FILENAME = "store.sqlite"
+# Marks a SQLite file as one of our stores (``PRAGMA application_id``, bytes 68-71 of the header). Stores made
+# before the marker existed are recognised by their tables and get it the next time they are opened to write.
+APPLICATION_ID = int.from_bytes(b"SCBn", "big")
+SQLITE_MAGIC = b"SQLite format 3\x00"
+FIRST_SCHEMA_COLUMNS = {  # the columns of ``runs`` in every version of the schema (ADDED_COLUMNS came later)
+    "run_id", "method", "dataset", "protocol", "seed", "model", "config", "status", "error", "owner", "final", "cost",
+    "provenance", "created_at", "updated_at",
+}
 
 
 class Store:
     """Thin typed wrapper over the SQLite results store."""
 
     def __init__(self, folder: Path | str, create: bool = True) -> None:
+        """Open the store of ``folder``; ``create``: create it (and the folder) when missing, and require that
+        both are writable. Every refusal is a ``UserError`` raised before anything is created or changed."""
         self.folder = Path(folder)
         self.path = self.folder / STORE_FILENAME
-        if not self.path.exists() and not create:
-            raise UserError(f"no results store at {self.path}; run `python run_bench.py` or pass --out "
-                            "to a results folder")
-        self.folder.mkdir(parents=True, exist_ok=True)
+        check_out_folder(self.folder, writable=create)
+        if not os.path.exists(self.path):
+            if not create:
+                raise UserError(f"no results store at {self.path}; run `python run_bench.py` or pass --out "
+                                "to a results folder")
+            _create_store(self.path)
+        elif create and _read_only(self.path):
+            raise UserError(f"results store {self.path} is read-only; make it writable or pass --out to another "
+                            "folder")
+        legacy = _identify(self.path)
+        self._open(mark=legacy and create)
+
+    def _open(self, mark: bool) -> None:
+        """Connect (WAL mode, schema up to date); ``mark``: set the marker of a store made before it."""
         try:
             self._conn = sqlite3.connect(self.path, timeout=60, isolation_level=None)
+        except sqlite3.Error as err:
+            raise UserError(_open_error(self.path, err)) from None
+        try:
             self._conn.row_factory = sqlite3.Row
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute("PRAGMA synchronous=NORMAL")
             self._conn.executescript(SCHEMA)
             self._add_missing_columns()
+            if mark:
+                self._conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
             self._conn.execute("SELECT count(*) FROM runs").fetchone()
-        except sqlite3.DatabaseError as err:
-            raise UserError(
-                f"results store {self.path} is corrupt ({err}); move it away or pass --out to a new folder"
-            ) from None
+        except sqlite3.Error as err:
+            self._conn.close()
+            raise UserError(_open_error(self.path, err)) from None
 
     def _add_missing_columns(self) -> None:
         have = {row["name"] for row in self._conn.execute("PRAGMA table_info(runs)")}
@@ -150,23 +174,153 @@ class Store:
     # --- reading ----------------------------------------------------------------------------
     def get(self, run_id: str) -> dict[str, Any] | None:
         row = self._conn.execute("SELECT * FROM runs WHERE run_id = ?", (run_id,)).fetchone()
-        return None if row is None else _decode(row)
+        return None if row is None else _decode(row, self.path)
 
     def runs(self, status: str | None = None) -> list[dict[str, Any]]:
         query = "SELECT * FROM runs"
         args: tuple[str, ...] = ()
         if status is not None:
             query, args = query + " WHERE status = ?", (status,)
-        return [_decode(row) for row in self._conn.execute(query + " ORDER BY created_at, run_id", args)]
+        return [_decode(row, self.path) for row in self._conn.execute(query + " ORDER BY created_at, run_id", args)]
 
     def epochs(self, run_id: str) -> list[dict[str, Any]]:
         rows = self._conn.execute("SELECT epoch, metrics FROM epochs WHERE run_id = ? ORDER BY epoch", (run_id,))
-        return [{"epoch": r["epoch"], **json.loads(r["metrics"])} for r in rows]
+        return [{"epoch": r["epoch"], **_load_json(r["metrics"], self.path, f"run {run_id} epoch {r['epoch']}")}
+                for r in rows]
 
 
-def _decode(row: sqlite3.Row) -> dict[str, Any]:
+def _decode(row: sqlite3.Row, path: Path) -> dict[str, Any]:
     record = dict(row)
     for column in JSON_COLUMNS:
         if record.get(column) is not None:
-            record[column] = json.loads(record[column])
+            record[column] = _load_json(record[column], path, f"run {record['run_id']} ({column})")
     return record
+
+
+def _load_json(text: str, path: Path, where: str) -> dict[str, Any]:
+    """A JSON object written by ``canonical_json``; anything else means the store was edited or damaged."""
+    try:
+        value = json.loads(text)
+    except (TypeError, ValueError) as err:
+        value, reason = None, f"invalid JSON: {err}"
+    else:
+        reason = f"{text[:40]!r}, not a JSON object"
+    if not isinstance(value, dict):
+        raise UserError(f"results store {path} is damaged: {where} holds {reason}; restore the store from a "
+                        "backup or pass --out to a new folder")
+    return value
+
+
+# --- opening: what is (and is not) a store ----------------------------------------------------------------
+def check_out_folder(folder: Path, writable: bool) -> None:
+    """Refuse ``folder`` as an output folder before anything is created: a path through a file, a name the
+    system cannot hold, and (``writable``) a folder, or the nearest existing parent of a new one, that is
+    read-only."""
+    try:
+        existing = _nearest_existing(folder)
+    except (OSError, ValueError) as err:  # ValueError: an embedded NUL byte
+        reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
+        raise UserError(f"cannot use {str(folder)!r} as a folder ({reason}); pass --out to another folder") from None
+    if not existing.is_dir():
+        raise UserError(f"{existing} is a file, not a folder; pass --out to a folder")
+    if writable and _read_only(existing):
+        raise UserError(f"folder {existing} is read-only; make it writable or pass --out to another folder")
+
+
+def _nearest_existing(folder: Path) -> Path:
+    for candidate in (folder, *folder.parents):
+        try:
+            candidate.stat()
+        except (FileNotFoundError, NotADirectoryError):  # not there, or under a file (found further up)
+            continue
+        return candidate
+    return Path(".")
+
+
+def _read_only(path: Path) -> bool:
+    # root may write anywhere (os.access says yes), so a path whose mode grants nobody write access counts as
+    # read-only too: someone marked it so on purpose
+    return not os.access(path, os.W_OK) or not path.stat().st_mode & 0o222
+
+
+def _create_store(path: Path) -> None:
+    """Create an empty store at ``path`` atomically: built beside it, then hard-linked into place, so that no
+    process ever sees a half-made store. Hence the rule of ``_identify``: a 0-byte file is never one of ours."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.{time.time_ns()}.new")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(temporary)
+        conn.executescript(f"PRAGMA application_id = {APPLICATION_ID};{SCHEMA}")
+        conn.close()
+        _link_new(temporary, path)
+    except (OSError, sqlite3.Error) as err:
+        raise UserError(f"cannot create results store {path} ({err}); check the folder or pass --out to another "
+                        "folder") from None
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def _link_new(source: Path, target: Path) -> None:
+    """Put ``source`` at ``target`` unless ``target`` exists (then another process created it first: keep it)."""
+    try:
+        os.link(source, target)
+    except FileExistsError:
+        return
+    except OSError:  # no hard links on this filesystem: claim the name exclusively, then fill it (not atomic)
+        try:
+            with open(target, "xb") as file:
+                file.write(source.read_bytes())
+        except FileExistsError:
+            return
+
+
+def _identify(path: Path) -> bool:
+    """Check that ``path`` is one of our stores without writing to it; returns whether it predates the marker.
+    Refused: an empty file, a file that is not SQLite (corrupt), and another program's database."""
+    try:
+        with open(path, "rb") as file:
+            header = file.read(100)
+    except OSError as err:  # a folder or an unreadable file named like the store
+        raise UserError(f"cannot read results store {path} ({err.strerror}); move it away or pass --out to another "
+                        "folder") from None
+    if not header:
+        raise UserError(f"results store {path} is an empty file, not a store; delete it or pass --out to another "
+                        "folder")
+    if not header.startswith(SQLITE_MAGIC):
+        raise UserError(f"results store {path} is corrupt (not an SQLite database); move it away or pass --out to "
+                        "a new folder")
+    application_id = int.from_bytes(header[68:72], "big")
+    if application_id == APPLICATION_ID:
+        return False
+    if application_id == 0 and _looks_like_first_schema(path):
+        return True
+    raise UserError(f"{path} is not a shortcut-bench store (another program's SQLite database); move it away or "
+                    "pass --out to another folder")
+
+
+def _looks_like_first_schema(path: Path) -> bool:
+    """Whether the database at ``path`` has our tables and no others (a store made before the marker)."""
+    # immutable: no -shm/-wal files created beside a database that may not be ours. A -wal file already there
+    # holds part of the database, which only a normal connection reads (it only reads here).
+    wal = path.with_name(path.name + "-wal").exists()
+    try:
+        conn = sqlite3.connect(path.resolve().as_uri() + ("" if wal else "?immutable=1"), uri=True)
+        try:
+            tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            columns = {row[1] for row in conn.execute("PRAGMA table_info(runs)")}
+        finally:
+            conn.close()
+    except sqlite3.Error as err:
+        raise UserError(_open_error(path, err)) from None
+    tables = {name for name in tables if not name.startswith("sqlite_")}
+    return tables in ({"runs"}, {"runs", "epochs"}) and FIRST_SCHEMA_COLUMNS <= columns
+
+
+def _open_error(path: Path, err: sqlite3.Error) -> str:
+    """One line for a store SQLite cannot open: a permission problem is not corruption."""
+    if "readonly" in str(err) or "unable to open" in str(err):
+        return f"results store {path} cannot be written ({err}); make {path.parent} writable or pass --out to " \
+               "another folder"
+    if isinstance(err, sqlite3.OperationalError):
+        return f"results store {path} cannot be opened ({err}); retry, or pass --out to another folder"
+    return f"results store {path} is corrupt ({err}); move it away or pass --out to a new folder"

@@ -57,8 +57,15 @@ class Suite:
 
 
 def _load_yaml_suites() -> None:
+    """Register every suite file; a malformed one is recorded as broken under its file name, so that only
+    asking for it fails and the other suites keep working."""
     for path in sorted(SUITE_DIR.glob("*.yaml")):
-        register_suite(suite_from_yaml(path))
+        try:
+            register_suite(suite_from_yaml(path))
+        except UserError as err:
+            SUITES.mark_broken(path.stem, str(err))
+        except ValueError as err:  # the same suite name in two files
+            SUITES.mark_broken(path.stem, f"suite file {path}: {err}; give each suite file its own name")
 
 
 SUITES: Registry[Suite] = Registry("suite", loader=_load_yaml_suites)
@@ -85,11 +92,26 @@ def _dataset_entry(raw: dict[str, Any]) -> DatasetEntry:
 def suite_from_yaml(path: Path) -> Suite:
     try:
         raw = yaml.safe_load(path.read_text())
+        if not isinstance(raw, dict):
+            raise TypeError("the file must be a mapping with name, protocol, methods and datasets")
         datasets = tuple(
             DatasetEntry(d) if isinstance(d, str) else _dataset_entry(d) for d in raw["datasets"]
         )
-        return Suite(name=raw["name"], description=raw.get("description", ""), protocol=raw["protocol"],
-                     methods=tuple(raw["methods"]), datasets=datasets, seeds=int(raw.get("seeds", 1)),
-                     hparams={k: dict(v) for k, v in (raw.get("hparams") or {}).items()}, model=raw.get("model"))
-    except (yaml.YAMLError, KeyError, TypeError, ValueError) as err:
-        raise UserError(f"suite file {path} is malformed ({err}); compare it with bench/suites/quick.yaml") from None
+        return Suite(name=str(raw["name"]), description=str(raw.get("description") or ""),
+                     protocol=str(raw["protocol"]), methods=tuple(raw["methods"]), datasets=datasets,
+                     seeds=int(raw.get("seeds", 1)),
+                     hparams={k: dict(v) for k, v in (raw.get("hparams") or {}).items()},
+                     model=None if raw.get("model") is None else str(raw["model"]))
+    except (OSError, yaml.YAMLError, KeyError, TypeError, ValueError) as err:
+        hint = "compare it with bench/suites/quick.yaml"
+        raise UserError(f"suite file {path} is malformed ({_describe(err)}); {hint}") from None
+
+
+def _describe(err: Exception) -> str:
+    """One line: YAML's own messages span several lines (with the offending text and a caret)."""
+    if isinstance(err, yaml.MarkedYAMLError) and err.problem_mark is not None:
+        mark = err.problem_mark
+        return f"line {mark.line + 1}, column {mark.column + 1}: {err.problem or err.context}"
+    if isinstance(err, KeyError):
+        return f"missing key {err.args[0]!r}"
+    return " ".join(str(err).split())

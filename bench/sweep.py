@@ -45,6 +45,8 @@ def run_sweep(configs: list[RunConfig], out: Path, device: str = "auto", executo
     """Run ``configs``; returns counts of final statuses and the ids of the failed runs."""
     if executor not in EXECUTORS:
         raise UserError(f"unknown executor {executor!r}; valid executors: {', '.join(EXECUTORS)}")
+    if workers is not None and workers < 1:
+        raise UserError(f"--workers must be >= 1, got {workers}")
     store = Store(out)
     pick_device(device)
     before = {r["run_id"]: r for r in store.runs()}

@@ -102,8 +102,8 @@ def test_run_then_report_end_to_end(tmp_path: Path) -> None:
                             timeout=300)
     assert report.returncode == 0, report.stderr
     summary = (out / "report" / "summary.csv").read_text().splitlines()
-    assert summary[0] == ("method,dataset,protocol,selection,n_seeds,iid_acc,iid_acc_std,ood_acc,ood_acc_std,"
-                          "shift_acc,shift_acc_std")
+    assert summary[0] == ("method,dataset,protocol,selection,n_seeds,iid_split,iid_acc,iid_acc_std,headline,"
+                          "headline_value,headline_std")
     assert any(line.startswith("erm,coloured_mnist,fast,iid_val,1,") for line in summary)
 
 
