@@ -3,7 +3,7 @@ modules, and (for a distilled student) its teacher's code. A finished run whose 
 from the current one is *stale*.
 
 The engine is every module of ``bench/`` except those that cannot change a number given the resolved run
-config (which the run id already hashes): the command line, suites and sweeps, perf, provenance, the store,
+config (which the run id already hashes): suites and sweeps, perf, provenance, the store,
 the registries, the typed-config parsing, atomic writes and user errors. A method's or dataset family's
 code is its module plus the project modules it uses (found by following module globals, within
 ``methods/`` and ``datasets/``).
@@ -20,7 +20,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 PLUGIN_PACKAGES = ("methods", "datasets")
-NOT_RESULT_CODE = {"cli.py", "perf.py", "suites.py", "sweep.py", "provenance.py", "fingerprint.py", "__init__.py",
+NOT_RESULT_CODE = {"perf.py", "suites.py", "sweep.py", "provenance.py", "fingerprint.py", "__init__.py",
                    "store.py", "registry.py", "config.py", "atomic.py", "errors.py"}
 
 

@@ -126,18 +126,31 @@ def run_perf(methods: list[str] | None, protocol: str, device: torch.device, ste
     most = len(dataset.splits["train"]) // 4  # the steps cycle through 4 distinct batches
     if batch_size is not None and batch_size > most:
         raise UserError(f"--batch-size {batch_size} is more than a quarter of the training split; pass at most {most}")
+    student = get_protocol(protocol).model
+    if explanations is None:  # every explainer that applies to the protocol's models
+        from bench.explain import list_explainers
+
+        explanations = [e for e in list_explainers() if applies(e, student)]
+    for name in explanations:
+        if not applies(name, student):
+            raise UserError(f"explanation {name!r} needs a B-cos model, and protocol {protocol!r} trains {student}; "
+                            "leave it out of --explanations")
     results = [measure(m, dataset, protocol, device, steps, batch_size) for m in methods or list_methods()]
-    results += [measure_explanation(e, dataset, protocol, device, steps, batch_size or 128)
-                for e in explanations or []]
+    results += [measure_explanation(e, dataset, protocol, device, steps, batch_size or 128) for e in explanations]
     return results
+
+
+def applies(explanation: str, model: str) -> bool:
+    """Whether ``explanation`` can explain zoo model ``model`` (B-cos maps exist for B-cos networks only)."""
+    return explanation != "bcos" or model.startswith("bcos_")
 
 
 def format_results(results: list[PerfResult], device_label: str, protocol: str) -> str:
     lines = [f"perf on {device_label}, protocol {protocol} (train step incl. optimiser; images/s higher is better)",
-             f"{'step':<20}{'model':<22}{'batch':>6}{'images/s':>12}{'ms/step':>10}{'graph':>7}{'peak MB':>10}"]
+             f"{'step':<26}{'model':<22}{'batch':>6}{'images/s':>12}{'ms/step':>10}{'graph':>7}{'peak MB':>10}"]
     for r in results:
         peak = "-" if r.peak_memory_mb is None else f"{r.peak_memory_mb:.0f}"
-        lines.append(f"{r.name:<20}{r.model:<22}{r.batch_size:>6}{r.images_per_second:>12,.0f}"
+        lines.append(f"{r.name:<26}{r.model:<22}{r.batch_size:>6}{r.images_per_second:>12,.0f}"
                      f"{r.ms_per_step:>10.2f}{'yes' if r.cuda_graph else 'no':>7}{peak:>10}")
     baseline = next((r for r in results if r.name == "erm"), None)
     if baseline is not None and any(r.name.startswith("explain:") for r in results):

@@ -51,19 +51,20 @@ class RunFailed(RuntimeError):
 
 
 def execute(cfg: RunConfig, store: Store, device: torch.device, progress: bool = True,
-            retry_failed: bool = False, reuse_stale: bool = False) -> dict[str, Any]:
+            retry_failed: bool = False, reuse_stale: bool = False, prepared: Prepared | None = None) -> dict[str, Any]:
     """Run ``cfg`` unless it is finished with the current code; resume it from its last checkpoint if it was
     interrupted. A finished run whose code changed (stale) is re-run from scratch unless ``reuse_stale``;
     a failed one is retried only with ``retry_failed``.
 
     Everything that can be checked before training (dataset, supervision, batch size) is checked before the
-    store is touched: a bad input raises ``UserError`` and writes nothing. Any exception after the run
+    store is touched: a bad input raises ``UserError`` and writes nothing (a caller that must not even create
+    the store checks first with ``Prepared(cfg, device)`` and passes it in). Any exception after the run
     starts marks it ``failed`` with the reason (an interruption leaves it resumable)."""
     code = code_fingerprint(cfg.to_dict())
     existing = store.get(cfg.run_id)
     if existing is not None and _keep(existing, code, retry_failed, reuse_stale):
         return existing
-    prepared = _Prepared(cfg, device)
+    prepared = prepared or Prepared(cfg, device)
     teacher = load_teacher(cfg.teacher, store, device, progress) if cfg.teacher else None
     store.ensure_run(cfg.run_id, cfg.to_dict())
     with run_lock(store.run_dir(cfg.run_id), wait=False) as owned:
@@ -172,7 +173,7 @@ def available_supervision(dataset: BiasedDataset, teacher: bool) -> set[str]:
     return have
 
 
-class _Prepared:
+class Prepared:
     """What a run needs before it may touch the store, checked: hyper-parameters, the dataset, the method's
     supervision against what the dataset provides, the batch size against the training split."""
 
@@ -202,7 +203,7 @@ class _Progress:
 class _Training:
     """One run's training loop."""
 
-    def __init__(self, cfg: RunConfig, prepared: _Prepared, store: Store, device: torch.device,
+    def __init__(self, cfg: RunConfig, prepared: Prepared, store: Store, device: torch.device,
                  teacher: nn.Module | None, progress: bool) -> None:
         self.cfg, self.store, self.device, self.show_progress = cfg, store, device, progress
         self.protocol, self.method_cls, self.hp = prepared.protocol, prepared.method_cls, prepared.hp

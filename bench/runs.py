@@ -7,11 +7,13 @@ from typing import Any
 
 from bench.config import config_hash
 from bench.data import dataset_config
+from bench.errors import UserError
 from bench.method import get_method, hparams_dict, resolve_hparams
 from bench.models import MODELS
 from bench.protocols import get_protocol
 
 TEACHER_METHOD = "teacher"
+MAX_SEED = 2**32 - 1  # fits SQLite's signed 64-bit integers, torch generators and the runner's per-epoch seeds
 TEACHER_SEED = 0  # one teacher per dataset × protocol, reused by every seed (as in the paper)
 
 
@@ -48,9 +50,8 @@ def make_run_config(method: str, dataset: str, protocol: str = "fast", seed: int
     """Resolve and validate everything a run needs; the result fully determines the run."""
     method_cls = get_method(method)
     proto = get_protocol(protocol)
-    if seed < 0:
-        from bench.errors import UserError
-        raise UserError(f"seed must be >= 0, got {seed}")
+    if not 0 <= seed <= MAX_SEED:
+        raise UserError(f"seed must be an integer from 0 to {MAX_SEED}, got {seed}")
     params = {**proto.dataset_options(dataset), **(dataset_params or {})}
     params = dataclasses.asdict(dataset_config(dataset, params))
     hp = hparams_dict(resolve_hparams(method_cls, protocol, hparams))

@@ -20,13 +20,14 @@ import bench.perf
 import bench.runner
 import bench.suites
 import bench.sweep
-from bench.cli import MAX_SEED, main
 from bench.config import canonical_json
 from bench.data import DATASETS, list_datasets
 from bench.method import get_method, list_methods
 from bench.protocols import list_protocols
 from bench.registry import Registry
+from bench.runs import MAX_SEED
 from bench.store import APPLICATION_ID, STORE_FILENAME, Store
+from run_bench import main
 
 RUN = ["run", "--method", "erm", "--dataset", "coloured_mnist", "--device", "cpu", "--quiet"]
 LONG = "x" * 300

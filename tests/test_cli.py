@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.cli import main
+from run_bench import main
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from bench.cli import main
 from bench.errors import UserError
 from bench.runner import execute
 from bench.runs import make_run_config
 from bench.store import Store
 from reports.gallery import DEFAULT_METHODS, grid_pixels, write_gallery
+from run_bench import main
 from tests.conftest import TINY_DATA
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 
-from bench.cli import main
 from bench.errors import UserError
 from bench.store import Store
 from reports.leaderboard import (
@@ -16,6 +15,7 @@ from reports.leaderboard import (
     read_records,
     update_leaderboard,
 )
+from run_bench import main
 from tests.test_report import build_store
 
 
