@@ -58,13 +58,18 @@ class Cheat(ERM):
         return super().step(batch)
 
 
-def test_a_method_reading_outside_its_budget_fails_loudly(tmp_path: Path) -> None:
-    METHODS.register("cheat_erm")(Cheat)
+def run_unregistered(name: str, cls: type, folder: Path) -> dict:
+    """One epoch of ``cls`` through the real runner, registered as ``name`` for this run only."""
+    METHODS.register(name)(cls)
     try:
-        cfg = make_run_config("cheat_erm", DATA, "fast", 0, {"batch_size": 32, "epochs": 1}, OPTIONS)
-        record = execute(cfg, Store(tmp_path), CPU, progress=False)
+        cfg = make_run_config(name, DATA, "fast", 0, {"batch_size": 32, "epochs": 1}, OPTIONS)
+        return execute(cfg, Store(folder), CPU, progress=False)
     finally:
-        METHODS._entries.pop("cheat_erm")
+        METHODS._entries.pop(name)
+
+
+def test_a_method_reading_outside_its_budget_fails_loudly(tmp_path: Path) -> None:
+    record = run_unregistered("cheat_erm", Cheat, tmp_path)
     assert record["status"] == "failed"
     assert "read batch.group" in record["error"] and "group_labels" in record["error"]
 
@@ -81,15 +86,10 @@ def test_a_method_is_handed_no_test_split() -> None:
         next(method.ctx.train.batches(8)).group  # noqa: B018 - the read is the test
 
 
-def test_validation_batches_are_budgeted_too(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_validation_batches_are_budgeted_too(tmp_path: Path) -> None:
     class PeekingVal(ERM):
         def val_loss(self, batch):  # type: ignore[no-untyped-def]
             return F.cross_entropy(self.predict(batch.x), batch.y) + 0 * batch.mask.sum()
 
-    METHODS.register("peek_erm")(PeekingVal)
-    try:
-        cfg = make_run_config("peek_erm", DATA, "fast", 0, {"batch_size": 32, "epochs": 1}, OPTIONS)
-        record = execute(cfg, Store(tmp_path), CPU, progress=False)
-    finally:
-        METHODS._entries.pop("peek_erm")
+    record = run_unregistered("peek_erm", PeekingVal, tmp_path)
     assert record["status"] == "failed" and "read batch.mask" in record["error"]
