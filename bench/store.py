@@ -76,6 +76,8 @@ class Store:
                             "folder")
         legacy = _identify(self.path)
         self._open(mark=legacy and create)
+        if legacy and create:
+            _IDENTIFIED[_file_key(self.path)] = False  # type: ignore[index]  # marked now
 
     def _open(self, mark: bool) -> None:
         """Connect (WAL mode, schema up to date); ``mark``: set the marker of a store made before it."""
@@ -274,9 +276,33 @@ def _link_new(source: Path, target: Path) -> None:
             return
 
 
+# Files identified by this process: (resolved path, inode) → predates the marker. SQLite holds POSIX record
+# locks, which the kernel drops for the whole process as soon as *any* descriptor of the file is closed, so
+# the raw header read below must never happen while a connection of this process has the file open: each
+# file is read once, before this process connects to it, and afterwards only looked up here.
+_IDENTIFIED: dict[tuple[str, int], bool] = {}
+
+
 def _identify(path: Path) -> bool:
     """Check that ``path`` is one of our stores without writing to it; returns whether it predates the marker.
     Refused: an empty file, a file that is not SQLite (corrupt), and another program's database."""
+    key = _file_key(path)
+    if key is not None and key in _IDENTIFIED:
+        return _IDENTIFIED[key]
+    legacy = _read_header(path)
+    if key is not None:
+        _IDENTIFIED[key] = legacy
+    return legacy
+
+
+def _file_key(path: Path) -> tuple[str, int] | None:
+    try:
+        return str(path.resolve()), path.stat().st_ino
+    except OSError:
+        return None
+
+
+def _read_header(path: Path) -> bool:
     try:
         with open(path, "rb") as file:
             header = file.read(100)

@@ -274,3 +274,17 @@ def test_a_teacher_trained_by_another_process_is_waited_for(tmp_path: Path) -> N
     assert record["status"] == "finished", record["error"]
     assert time.perf_counter() - start >= 1.0  # it waited for the lock before training the teacher itself
     assert Store(tmp_path).get(teacher.run_id)["status"] == "finished"
+
+
+def test_a_store_file_is_never_read_raw_while_this_process_has_it_open(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Closing any descriptor of an SQLite file drops every POSIX lock this process holds on it (a sweep keeps a
+    store open while each run opens its own): after the first identification, no raw read may happen."""
+    import bench.store as store_module
+
+    first = Store(tmp_path)
+    monkeypatch.setattr(store_module, "_read_header", lambda path: pytest.fail("raw read of an open store"))
+    second = Store(tmp_path)
+    second.ensure_run("r1", tiny_config().to_dict())
+    second.close()
+    assert [run["run_id"] for run in first.runs()] == ["r1"]
