@@ -45,7 +45,7 @@ def applies(row_params: dict[str, Any], params: dict[str, Any]) -> bool:
 def references_for(reference: pd.DataFrame, family: str, params: dict[str, Any]) -> pd.DataFrame:
     """The reference rows of dataset family ``family`` that apply to runs with dataset options ``params``."""
     rows = reference[reference["dataset"] == family]
-    return rows[[applies(p, params) for p in rows["dataset_params"]]]
+    return rows.loc[[applies(p, params) for p in rows["dataset_params"]]]  # .loc: an empty mask keeps the columns
 
 
 def reference_columns(ref: pd.DataFrame) -> list[tuple[str, str]]:

@@ -51,3 +51,12 @@ def test_e2kd_waterbirds_numbers() -> None:
     ref = load_reference()
     rows = ref[ref["dataset"] == "waterbirds_like"].set_index(["method", "split", "metric"])["value"]
     assert rows.to_dict() == pytest.approx(E2KD_FIG2)
+
+
+def test_a_family_without_published_numbers_gets_no_rows() -> None:
+    from reports.paper import reference_columns, references_for
+
+    rows = references_for(load_reference(), "mnist_sc", {"strength": 0.99})
+    assert rows.empty and reference_columns(rows) == []
+    cmnist = references_for(load_reference(), "cmnist_lff", {"conflict_ratio": 0.01, "train_size": 12000})
+    assert set(cmnist["paper_dataset"]) == {"CMNIST 1%"}  # the row's options must match; others may be anything
