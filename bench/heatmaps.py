@@ -142,18 +142,26 @@ class Column:
 
 
 def gallery_record(splits: dict[str, Split], rows: list[Row], kinds: dict[int, str],
-                   models: dict[str, tuple[nn.Module, str]], columns: list[Column]) -> dict[str, Any]:
+                   models: dict[str, tuple[nn.Module, str]], columns: list[Column],
+                   frozen: dict[Column, tuple[Tensor, Tensor]] | None = None) -> dict[str, Any]:
     """The rows' images (uint8, the student's view), labels, groups and their kinds, and per column the model's
-    predictions and heatmaps (float16) on that model's view. ``models``: name → (network, view). Plain numpy
-    arrays, for ``bench.artifacts.save_gallery``."""
+    predictions and heatmaps (float16) on that model's view. ``models``: name → (network, view). ``frozen``:
+    columns of frozen models (the teacher), computed once and kept there. Plain numpy arrays, for
+    ``bench.artifacts.save_gallery``."""
     y = torch.stack([splits[r.split].y[r.index] for r in rows])
     images = {name: row_images(splits, rows, view) for name, (_, view) in models.items()}
     maps, preds = [], []
     for column in columns:
-        model, x = models[column.model][0], images[column.model]
-        with torch.no_grad():
-            preds.append(model(x).argmax(1).cpu())
-        maps.append(input_maps(model, x, y, column.explainer).half().cpu())
+        if frozen is None or column not in frozen:
+            model, x = models[column.model][0], images[column.model]
+            with torch.no_grad():
+                pred = model(x).argmax(1).cpu()
+            computed = (pred, input_maps(model, x, y, column.explainer).half().cpu())
+            if frozen is not None and column.model == "teacher":
+                frozen[column] = computed
+        pred, heatmap = frozen[column] if frozen is not None and column in frozen else computed
+        preds.append(pred)
+        maps.append(heatmap)
     student = images["student"] if "student" in images else next(iter(images.values()))
     return {
         "images": (student * 255).round().to(torch.uint8).cpu().numpy(), "labels": y.cpu().numpy(),
@@ -184,6 +192,7 @@ class ExplanationProbe:
         self.explainer = ""
         self.teacher_explainer = ""
         self.teacher_maps: dict[str, Tensor] = {}
+        self.teacher_gallery: dict[Column, tuple[Tensor, Tensor]] = {}  # the teacher is frozen: computed once
 
     def _images(self, name: str, view: str) -> tuple[Tensor, Tensor]:
         split = self.splits[name]
@@ -232,7 +241,7 @@ class ExplanationProbe:
             self.teacher_explainer = self.teacher_explainer or choose_explainer(self.teacher, tx)
             models["teacher"] = (self.teacher, self.teacher_view)
             columns.append(Column("teacher", self.teacher_explainer))
-        return gallery_record(self.splits, self.rows, self.kinds, models, columns)
+        return gallery_record(self.splits, self.rows, self.kinds, models, columns, self.teacher_gallery)
 
 
 def explain_run(store: Store, run_id: str, explainers: list[str], n_per_group: int) -> dict[str, Any]:

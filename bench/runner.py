@@ -73,7 +73,8 @@ def execute(cfg: RunConfig, store: Store, device: torch.device, progress: bool =
             return store.get(cfg.run_id)  # type: ignore[return-value]
         record = store.get(cfg.run_id)
         assert record is not None
-        if _keep(record, code, retry_failed, reuse_stale):  # finished by another process meanwhile
+        done = record["status"] == "finished" and record["code"] == code
+        if done or (record["status"] == "failed" and not retry_failed):  # settled by another process meanwhile
             return record
         if record["status"] == "finished" or (record["code"] and record["code"] != code):
             _restart(store, cfg.run_id)  # stale results or checkpoints of other code: start again
