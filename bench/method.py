@@ -10,8 +10,8 @@ A method file defines one class, decorated with ``@register_method("name")``, wi
   and reading another raises ``BudgetViolation``; no method ever sees a test split;
 - ``build()``, ``step(batch) -> dict of scalar tensors`` (no host sync), ``predict(x) -> logits``,
   optionally ``val_loss(batch)`` (the validation objective used for IID-validation selection),
-  ``selectable()`` (whether the current epoch may be selected) and ``on_epoch_start(epoch)`` (schedules,
-  whole-training-set stages).
+  ``selectable()`` (whether the current epoch may be selected), ``on_epoch_start(epoch)`` (schedules,
+  whole-training-set stages) and ``epoch_metrics()`` (the method's own curves, recorded with each evaluation).
 """
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from bench.augment import AUGMENTATIONS
 from bench.config import build_dataclass
 from bench.data import Batch, BiasedDataset, Budget, BudgetedSplit
 from bench.errors import UserError
@@ -44,6 +45,7 @@ class TrainHparams:
     momentum: float = 0.9
     weight_decay: float = 0.0
     grad_clip: float = 1.0
+    augment: str = "none"  # training-batch augmentation (bench.augment): none | crop_flip
 
     def __post_init__(self) -> None:
         # upper bounds: a larger value is a typo (10**12 epochs never ends), not an experiment
@@ -57,6 +59,8 @@ class TrainHparams:
             raise ValueError("momentum must be in [0, 1)")
         if self.weight_decay < 0 or self.grad_clip < 0:
             raise ValueError("weight_decay and grad_clip must be >= 0 (grad_clip 0 = off)")
+        if self.augment not in AUGMENTATIONS:
+            raise ValueError(f"augment must be one of {', '.join(AUGMENTATIONS)}, got {self.augment!r}")
 
 
 @dataclass
@@ -122,6 +126,11 @@ class Method:
         """Whether the epoch just trained may be chosen by a selection rule (e.g. not a stage whose network
         is not yet the method's predictor). Evaluated by the runner after each epoch."""
         return True
+
+    def epoch_metrics(self) -> dict[str, float]:
+        """Method-specific numbers recorded with each evaluated epoch (eval mode, no grad), computed only from
+        what the budget grants (e.g. the ``val`` view). Default: none."""
+        return {}
 
     def on_epoch_start(self, epoch: int) -> None:
         """Called by the runner before every epoch (0-based; also the first epoch after a resume): a place for

@@ -18,6 +18,7 @@ from torch import Tensor, nn
 
 from bench.artifacts import GALLERY_FILE, load_checkpoint, save_gallery
 from bench.atomic import atomic_torch_save
+from bench.augment import AUGMENTATIONS
 from bench.data import Batch, BiasedDataset, audit_reads, load_dataset
 from bench.errors import UserError
 from bench.fingerprint import changed_parts, code_fingerprint
@@ -330,11 +331,13 @@ class _Training:
         steps = len(split) // batch_size  # fixed batch shape (drop the last partial batch): graph-capturable
         shuffle = torch.Generator().manual_seed(self.cfg.seed * 100_003 + epoch)
         order = torch.randperm(len(split), generator=shuffle).to(self.device)
+        augment = AUGMENTATIONS[self.hp.augment]
         self.method.train()
         sums: dict[str, Tensor] = {}
         begin = time.perf_counter()
         for i in range(steps):
-            logs = step(split.batch(order[i * batch_size:(i + 1) * batch_size], self.method.train_views, self.budget))
+            batch = split.batch(order[i * batch_size:(i + 1) * batch_size], self.method.train_views, self.budget)
+            logs = step(augment(batch) if augment else batch)
             for key, value in logs.items():
                 sums[key] = sums[key] + value.detach() if key in sums else value.detach().clone()
             if (i + 1) % self.protocol.log_every == 0:
@@ -360,6 +363,7 @@ class _Training:
                                self.dataset.eval_splits,
                                self.teacher_preds, view=self._eval_view())
             metrics["val_loss"] = self._val_loss()
+            metrics.update(self.method.epoch_metrics())
         metrics.update(self.probe.metrics(self.method.predictor()))
         if not math.isfinite(metrics["val_loss"]):
             raise RunDiverged("non-finite validation loss")

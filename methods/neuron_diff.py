@@ -1,19 +1,31 @@
 """Neuron differentiation (Niu, Wu, Li, Li & Zhao, "Rectifying Shortcut Learning via Cellular
-Differentiation in Deep Learning Neurons"; seed 003, Section 3.2 and Algorithm 1).
+Differentiation in Deep Learning Neurons"; seed 003, Section 3.2, Algorithm 1 and Section 4.1).
 
 Stages, laid over the runner's epochs (``on_epoch_start`` switches them):
-1. ``bias``: the network is trained with GCE (q = 0.7, Eq. 4), which amplifies the shortcut; at its end the
-   training set is split by correctness: D_a = misclassified samples (mostly bias-conflicting), D_b =
-   correctly classified ones.
+1. ``bias``: the network is trained with GCE (q = 0.7, Eq. 4), which amplifies the shortcut. At its end the
+   GCE model's mistakes become the *core* of D_a (mostly bias-conflicting samples).
 2. ``vanilla``: the parameters are re-initialised and trained with CE (Adam), as in Sec. 4.1.
-3. ``masks``: θ frozen, two parameter masks m_a, m_b over every conv/linear weight, sampled with a hard
-   straight-through Gumbel-sigmoid, minimise L_m = L_s(m_a, D_a) + L_s(m_b, D_b) + IoU(m_a, m_b) (Eq. 5),
-   L_s = GCE(M∘m) + λ Σ m|θ| (Eq. 6). Every ``reassign_every`` epochs D is re-assigned: a sample a
-   sub-model gets wrong moves to the other subset; this repeats until an assignment leaves D unchanged.
-4. ``finetune``: masks binarised (1[π ≥ 0]), θ fine-tuned on both subsets (Algorithm 1's "fine-tuning Θ for
-   evaluation").
-Prediction: M ∘ m_a (binarised), the sub-model of D_a, i.e. of the bias-conflicting samples. Before the mask
-stage the plain network predicts.
+3. Algorithm 1's loop, ``masks`` and ``tune`` epochs in cycles of ``reassign_every`` + ``tune_epochs``:
+   - ``masks``: θ frozen, two parameter masks m_a, m_b over every conv/linear weight, sampled with a hard
+     straight-through Gumbel-sigmoid, minimise L_m = L_s(m_a, D_a) + L_s(m_b, D_b) + IoU(m_a, m_b) (Eq. 5),
+     L_s = GCE(M∘m) + λ Σ m|θ| (Eq. 6);
+   - ``tune``: "fine-tuning Θ for evaluation": masks binarised (1[π ≥ 0]), θ trained on both subsets;
+   - then D is re-assigned from the fine-tuned, binarised sub-models: a core sample that A gets wrong leaves
+     the core, a sample B gets wrong joins it; the loop's re-assignments stop once one changes nothing.
+4. ``finetune``: a last fine-tuning of θ with the binarised masks (length unstated in the paper; DCWP's
+   re-training recipe).
+
+D_a and D_b (Sec. 4.1: "re-assignment was conducted by combining wrong-answered data and a little random
+data. For sub-model A, the wrong-answered data has the weight of (K − 1)/WrongAnsweredRatio. For sub-model B,
+the wrong-answered data has the weight of 0"): A's loss weights a core sample (K − 1)/r (r = core share of
+the training set) and a random share ``a_random_fraction`` of the other samples 1; B's loss weights the
+core 0 and every other sample 1. With the default fraction 1 the core carries (K − 1)/K of A's weight, so
+that D_a "is mainly composed of incorrectly categorized samples and a small number of correctly categorized
+samples" (Sec. 3.2) and, when the core is the bias-conflicting set, A's data is colour-balanced.
+
+Each sub-model keeps its own batch-norm running statistics (the paper is silent; shared statistics would
+evaluate A with statistics last updated by B). Prediction: M ∘ m_a (binarised) with A's statistics, the
+sub-model of D_a. Before the loop the plain network predicts.
 """
 from __future__ import annotations
 
@@ -29,7 +41,8 @@ from torch.func import functional_call
 from bench.data import Batch
 from bench.method import Method, TrainHparams, register_method
 
-STAGES = ("bias", "vanilla", "masks", "finetune")
+STAGES = ("bias", "vanilla", "masks", "tune", "finetune")
+SIDES = ("a", "b")
 MASK_INIT = 1.5  # DCWP's initial mask logit (σ(1.5) ≈ 0.82: most weights kept at first)
 
 
@@ -37,16 +50,19 @@ MASK_INIT = 1.5  # DCWP's initial mask logit (σ(1.5) ≈ 0.82: most weights kep
 class NeuronDiffHparams(TrainHparams):
     """Sec. 4.1, CMNIST: batch 256; GCE pre-training 2k iterations with SGD lr 0.01; re-initialisation and
     10k CE iterations with Adam lr 0.01; masks 2k iterations with Adam lr 0.01, λ = 1e-8, re-assignment
-    every 3 epochs. At 48,000 training images and batch 256 that is ≈ 11 + 53 + 11 epochs; fine-tuning
-    (unstated in the paper) takes 5 epochs at Adam lr 1e-3 as in DCWP's re-training."""
+    every 3 epochs. At 48,000 training images and batch 256 that is ≈ 11 + 53 epochs, then a loop of
+    14 epochs holding 11 mask epochs (3 cycles of 3 mask epochs and 1 fine-tuning epoch, then 2 mask epochs),
+    then 5 epochs of final fine-tuning. The fine-tuning lengths and lr are unstated in the paper: one epoch per
+    cycle, Adam lr 1e-3 (DCWP's re-training lr)."""
 
-    epochs: int = 80
+    epochs: int = 83
     batch_size: int = 256
     lr: float = 1e-2  # the GCE stage (SGD)
-    momentum: float = 0.9
+    momentum: float = 0.0  # "SGD (learning rate=0.01)": no momentum stated
     bias_epochs: int = 11
     vanilla_epochs: int = 53
     finetune_epochs: int = 5
+    tune_epochs: int = 1  # per cycle of the loop (0: re-assign from un-fine-tuned sub-models)
     adam_lr: float = 1e-2
     finetune_lr: float = 1e-3
     gce_q: float = 0.7
@@ -54,24 +70,44 @@ class NeuronDiffHparams(TrainHparams):
     iou_weight: float = 1.0
     temperature: float = 1.0
     reassign_every: int = 3
+    a_random_fraction: float = 1.0  # share of the non-core samples mixed into D_a at weight 1
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if min(self.bias_epochs, self.vanilla_epochs, self.finetune_epochs) < 0:
+        if min(self.bias_epochs, self.vanilla_epochs, self.finetune_epochs, self.tune_epochs) < 0:
             raise ValueError("stage lengths must be >= 0")
-        if self.mask_epochs < 1:
+        if self.loop_epochs < 1:
             raise ValueError(f"epochs ({self.epochs}) must exceed bias_epochs + vanilla_epochs + finetune_epochs "
-                             f"({self.epochs - self.mask_epochs}) by at least one mask epoch")
+                             f"({self.epochs - self.loop_epochs}) by at least one mask epoch")
         if not 0 < self.gce_q <= 1 or self.temperature <= 0 or self.reassign_every < 1:
             raise ValueError("need 0 < gce_q <= 1, temperature > 0 and reassign_every >= 1")
+        if not 0 <= self.a_random_fraction <= 1:
+            raise ValueError("a_random_fraction must be in [0, 1]")
 
     @property
-    def mask_epochs(self) -> int:
+    def loop_epochs(self) -> int:
         return self.epochs - self.bias_epochs - self.vanilla_epochs - self.finetune_epochs
 
+    @property
+    def cycle(self) -> int:
+        return self.reassign_every + self.tune_epochs
+
     def stage(self, epoch: int) -> str:
-        ends = (self.bias_epochs, self.bias_epochs + self.vanilla_epochs, self.epochs - self.finetune_epochs)
-        return next((name for name, end in zip(STAGES, ends, strict=False) if epoch < end), "finetune")
+        if epoch < self.bias_epochs:
+            return "bias"
+        if epoch < self.bias_epochs + self.vanilla_epochs:
+            return "vanilla"
+        if epoch >= self.epochs - self.finetune_epochs:
+            return "finetune"
+        return "masks" if self.loop_position(epoch) < self.reassign_every else "tune"
+
+    def loop_position(self, epoch: int) -> int:
+        return (epoch - self.bias_epochs - self.vanilla_epochs) % self.cycle
+
+    def reassigns_at(self, epoch: int) -> bool:
+        """Whether D is re-assigned before ``epoch``: at the start of every cycle but the first."""
+        k = epoch - self.bias_epochs - self.vanilla_epochs
+        return 0 < k < self.loop_epochs and k % self.cycle == 0
 
 
 def gce(logits: Tensor, y: Tensor, q: float) -> Tensor:
@@ -95,6 +131,19 @@ def soft_iou(mask_a: list[Tensor], mask_b: list[Tensor]) -> Tensor:
     return inter / (total - inter).clamp(min=1e-8)
 
 
+def subset_weights(core: Tensor, extra: Tensor, share: Tensor, num_classes: int) -> dict[str, Tensor]:
+    """Per-sample loss weights of the two sub-models (Sec. 4.1) for samples with core membership ``core`` and
+    A's random extra membership ``extra``: A weights a core ("wrong-answered") sample (K − 1)/r, r = ``share``,
+    the core's share of the whole training set, and an extra sample 1; B weights the core 0, the rest 1."""
+    up = (num_classes - 1) / share.clamp(min=1e-12)
+    return {"a": torch.where(core, up, extra.float()), "b": (~core).float()}
+
+
+def weighted_mean(values: Tensor, weights: Tensor) -> Tensor:
+    """Σ w v / Σ w over a batch; 0 when the batch holds none of the subset."""
+    return (values * weights).sum() / weights.sum().clamp(min=1e-12)
+
+
 def masked_weight_names(model: nn.Module) -> list[str]:
     """The conv and linear weights that get masks."""
     return [f"{name}.weight" if name else "weight" for name, module in model.named_modules()
@@ -107,52 +156,63 @@ class NeuronDiff(Method):
     The paper's CMNIST protocol uses its 3-conv CNN (``--model cnn3``; the ``paper-nd-cmnist`` suite sets it)."""
 
     Hparams = NeuronDiffHparams
-    protocols = {"fast": {"epochs": 6, "bias_epochs": 1, "vanilla_epochs": 2, "finetune_epochs": 1,
+    protocols = {"fast": {"epochs": 7, "bias_epochs": 1, "vanilla_epochs": 2, "finetune_epochs": 1,
                           "reassign_every": 1, "batch_size": 128}}
     requires = frozenset({"labels"})
 
     def build(self) -> None:
         assert self.ctx.train is not None
+        hp = self.hp
         self.model = self.new_model()
         self.names = masked_weight_names(self.model)
         shapes = dict(self.model.named_parameters())
         self.mask_logits = nn.ParameterDict({
             f"{side}{i}": nn.Parameter(torch.full_like(shapes[name], MASK_INIT))
-            for side in ("a", "b") for i, name in enumerate(self.names)
+            for side in SIDES for i, name in enumerate(self.names)
         }).to(self.device)
         n = len(self.ctx.train)
-        self.in_a = torch.zeros(n, dtype=torch.bool, device=self.device)  # D_a membership (D_b: the rest)
+        self.core = torch.zeros(n, dtype=torch.bool, device=self.device)  # A's "wrong-answered" samples
+        self.extra = torch.zeros(n, dtype=torch.bool, device=self.device)  # A's random non-core samples
         self.stable = torch.zeros((), dtype=torch.bool, device=self.device)  # the last re-assignment changed nothing
+        self.bn: dict[str, dict[str, Tensor]] = {side: self._buffers() for side in SIDES}
+        theta = list(self.model.parameters())
+        self.optimizers: dict[str, torch.optim.Optimizer] = {
+            "bias": torch.optim.SGD(theta, lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay),
+            "vanilla": torch.optim.Adam(theta, lr=hp.adam_lr),
+            "masks": torch.optim.Adam(self.mask_logits.parameters(), lr=hp.adam_lr),
+            "tune": torch.optim.Adam(theta, lr=hp.finetune_lr),
+        }
         self.current = ""
-        self._enter(self.hp.stage(0))
+        self._enter(hp.stage(0))
+
+    def _buffers(self) -> dict[str, Tensor]:
+        return {name: b.detach().clone() for name, b in self.model.named_buffers()}
 
     # --- stages ------------------------------------------------------------------------------------
     def on_epoch_start(self, epoch: int) -> None:
         stage = self.hp.stage(epoch)
+        if self.hp.reassigns_at(epoch) and not bool(self.stable):
+            self.reassign()
         if stage != self.current:
             self._enter(stage)
-        elif stage == "masks" and epoch > 0 and (epoch - self.hp.bias_epochs - self.hp.vanilla_epochs) \
-                % self.hp.reassign_every == 0 and not bool(self.stable):
-            self.reassign()
 
     def _enter(self, stage: str) -> None:
-        hp = self.hp
-        if stage == "bias":
-            self.optimizer = self.sgd(self.model.parameters())
-        elif stage == "vanilla":
-            if self.current == "bias":  # the GCE model's mistakes define D_a; then θ starts again
-                self.in_a = ~self.correct(lambda x: self.model(x))
-                self.model.load_state_dict(self.new_model().state_dict())
-            self.optimizer = torch.optim.Adam(self.model.parameters(), lr=hp.adam_lr)
-        elif stage == "masks":
-            self.model.requires_grad_(False)
-            self.optimizer = torch.optim.Adam(self.mask_logits.parameters(), lr=hp.adam_lr)
-        else:
-            self.model.requires_grad_(True)
-            self.mask_logits.requires_grad_(False)
-            self.optimizer = torch.optim.Adam(self.model.parameters(), lr=hp.finetune_lr)
+        if stage == "vanilla" and self.current == "bias":  # the GCE model's mistakes: D_a's core; θ restarts
+            self.set_core(~self.correct(lambda x: self.model(x)))
+            self.model.load_state_dict(self.new_model().state_dict())
+        if stage in ("masks", "tune") and self.current == "vanilla":  # each sub-model starts from M's statistics
+            self.bn = {side: self._buffers() for side in SIDES}
+        masking = stage == "masks"
+        self.model.requires_grad_(not masking)
+        self.mask_logits.requires_grad_(masking)
+        self.optimizer = self.optimizers["tune" if stage == "finetune" else stage]
         self.current = stage
         self.params = [p for group in self.optimizer.param_groups for p in group["params"]]
+
+    def set_core(self, core: Tensor) -> None:
+        """A new core of D_a; A's random share of the other samples is drawn again (global RNG: resumable)."""
+        draw = torch.rand(core.shape[0]).to(self.device) < self.hp.a_random_fraction
+        self.core, self.extra = core, draw & ~core
 
     # --- sub-models ----------------------------------------------------------------------------------
     def masks(self, side: str, sample: bool) -> list[Tensor]:
@@ -161,48 +221,56 @@ class NeuronDiff(Method):
             return [gumbel_sigmoid(p, self.hp.temperature) for p in logits]
         return [(p >= 0).to(p.dtype) for p in logits]
 
-    def sub_model(self, x: Tensor, masks: list[Tensor]) -> Tensor:
+    def sub_model(self, x: Tensor, side: str, masks: list[Tensor]) -> Tensor:
+        """M ∘ m with sub-model ``side``'s batch-norm statistics (updated in place in train mode)."""
         params = dict(self.model.named_parameters())
         weights = {name: params[name] * mask for name, mask in zip(self.names, masks, strict=True)}
-        return functional_call(self.model, weights, (x,))
+        return functional_call(self.model, {**weights, **self.bn[side]}, (x,))
+
+    def binary(self, side: str) -> Any:
+        masks = self.masks(side, sample=False)
+        return lambda x: self.sub_model(x, side, masks)
 
     @torch.no_grad()
-    def correct(self, predict: Any) -> Tensor:
-        """Which training samples ``predict`` classifies correctly (eval mode)."""
-        assert self.ctx.train is not None
+    def correct(self, predict: Any, split: Any = None) -> Tensor:
+        """Which samples of ``split`` (default: the training split) ``predict`` classifies correctly (eval mode)."""
+        split = split if split is not None else self.ctx.train
+        assert split is not None
         was_training = self.model.training
         self.model.eval()
-        hits = []
-        for batch in self.ctx.train.batches(1024):
-            hits.append(predict(batch.x).argmax(1) == batch.y)
+        hits = [predict(batch.x).argmax(1) == batch.y for batch in split.batches(1024)]
         self.model.train(was_training)
         return torch.cat(hits)
 
     def reassign(self) -> None:
-        """A sample its sub-model gets wrong moves to the other subset; ``stable`` once nothing moves."""
-        right_a = self.correct(lambda x: self.sub_model(x, self.masks("a", sample=False)))
-        right_b = self.correct(lambda x: self.sub_model(x, self.masks("b", sample=False)))
-        new = torch.where(self.in_a, right_a, ~right_b)
-        self.stable = torch.tensor(torch.equal(new, self.in_a), device=self.device)
-        self.in_a = new
+        """A core sample A gets wrong leaves the core, a sample B gets wrong joins it; ``stable`` once nothing
+        moves."""
+        right_a, right_b = self.correct(self.binary("a")), self.correct(self.binary("b"))
+        new = torch.where(self.core, right_a, ~right_b)
+        self.stable = torch.tensor(torch.equal(new, self.core), device=self.device)
+        self.set_core(new)
 
     # --- losses --------------------------------------------------------------------------------------
-    def subset_loss(self, logits: Tensor, y: Tensor, member: Tensor, masks: list[Tensor]) -> Tensor:
-        """L_s (Eq. 6): GCE averaged over the batch's members of the subset, plus λ Σ m|θ|."""
-        weight = member.float()
-        fit = (gce(logits, y, self.hp.gce_q) * weight).sum() / weight.sum().clamp(min=1.0)
+    def subset_loss(self, logits: Tensor, y: Tensor, weight: Tensor, masks: list[Tensor]) -> Tensor:
+        """L_s (Eq. 6): the weighted mean GCE over the batch, plus λ Σ m|θ|."""
         params = dict(self.model.named_parameters())
         size = torch.stack([(m * params[name].abs()).sum() for name, m in zip(self.names, masks, strict=True)]).sum()
-        return fit + self.hp.mask_size_weight * size
+        return weighted_mean(gce(logits, y, self.hp.gce_q), weight) + self.hp.mask_size_weight * size
 
     def mask_losses(self, batch: Batch, sample: bool) -> dict[str, Tensor]:
         assert batch.index is not None
-        in_a = self.in_a[batch.index]
-        mask_a, mask_b = self.masks("a", sample), self.masks("b", sample)
-        loss_a = self.subset_loss(self.sub_model(batch.x, mask_a), batch.y, in_a, mask_a)
-        loss_b = self.subset_loss(self.sub_model(batch.x, mask_b), batch.y, ~in_a, mask_b)
-        iou = soft_iou(mask_a, mask_b)
-        return {"loss_a": loss_a, "loss_b": loss_b, "iou": iou, "loss": loss_a + loss_b + self.hp.iou_weight * iou}
+        index = batch.index
+        weights = subset_weights(self.core[index], self.extra[index], self.core.float().mean(),
+                                 self.ctx.num_classes)
+        logs: dict[str, Tensor] = {}
+        masks = {}
+        for side in SIDES:
+            masks[side] = self.masks(side, sample)
+            logs[f"loss_{side}"] = self.subset_loss(self.sub_model(batch.x, side, masks[side]), batch.y,
+                                                    weights[side], masks[side])
+        logs["iou"] = soft_iou(masks["a"], masks["b"])
+        logs["loss"] = logs["loss_a"] + logs["loss_b"] + self.hp.iou_weight * logs["iou"]
+        return logs
 
     def step(self, batch: Batch) -> dict[str, Tensor]:
         assert self.optimizer is not None
@@ -218,39 +286,64 @@ class NeuronDiff(Method):
         logs["grad_norm"] = self.clip_and_step(self.optimizer, self.params)
         return logs
 
+    def in_loop(self) -> bool:
+        return self.current in ("masks", "tune", "finetune")
+
     def selectable(self) -> bool:
-        """Epochs before the mask stage are not candidates for selection: their network (the GCE bias model,
-        then the vanilla one) is not the method's predictor."""
-        return self.current in ("masks", "finetune")
+        """Candidates for selection: the network after a fine-tuning epoch (Algorithm 1 evaluates only
+        fine-tuned sub-models); not the GCE or vanilla network, nor un-fine-tuned binarised masks."""
+        return self.current in ("tune", "finetune") or (self.current == "masks" and self.hp.tune_epochs == 0)
 
     def predict(self, x: Tensor) -> Tensor:
-        if self.current in ("masks", "finetune"):
-            return self.sub_model(x, self.masks("a", sample=False))
-        return self.model(x)
+        return self.sub_model(x, "a", self.masks("a", sample=False)) if self.in_loop() else self.model(x)
 
     def predictor(self) -> nn.Module:
-        """In the mask and fine-tuning stages, a copy of the network with m_a's binary mask applied to its
-        weights (the module that ``predict`` computes); before them, the network itself."""
-        if self.current not in ("masks", "finetune"):
+        """In the loop and after it, a copy of the network with m_a's binary mask applied to its weights and
+        A's batch-norm statistics (the module that ``predict`` computes); before it, the network itself."""
+        if not self.in_loop():
             return self.model
         masked = copy.deepcopy(self.model)
         params = dict(masked.named_parameters())
+        buffers = dict(masked.named_buffers())
         with torch.no_grad():
             for name, mask in zip(self.names, self.masks("a", sample=False), strict=True):
                 params[name].mul_(mask)
+            for name, value in self.bn["a"].items():
+                buffers[name].copy_(value)
         return masked
+
+    def epoch_metrics(self) -> dict[str, float]:
+        """The differentiation curve (Fig. 4 of the paper): per-layer IoU and kept share of the binary masks,
+        each sub-model's accuracy on the (biased) validation split, the core's share of the training set."""
+        if not self.in_loop():
+            return {}
+        assert self.ctx.val is not None
+        out: dict[str, float] = {"nd_core_share": float(self.core.float().mean())}
+        binary = {side: self.masks(side, sample=False) for side in SIDES}
+        for name, a, b in zip(self.names, binary["a"], binary["b"], strict=True):
+            layer = name.removesuffix(".weight").replace(".", "_")
+            out[f"nd_iou_{layer}"] = float(soft_iou([a], [b]))
+            out[f"nd_keep_a_{layer}"], out[f"nd_keep_b_{layer}"] = float(a.mean()), float(b.mean())
+        out["nd_iou"] = float(soft_iou(binary["a"], binary["b"]))
+        for side in SIDES:
+            out[f"nd_{side}_val_acc"] = float(self.correct(self.binary(side), self.ctx.val).float().mean())
+        return out
 
     # --- state -----------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "mask_logits": self.mask_logits.state_dict(), "in_a": self.in_a,
-                "stable": self.stable, "stage": self.current}
+        return {"model": self.model.state_dict(), "mask_logits": self.mask_logits.state_dict(),
+                "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
+                "core": self.core, "extra": self.extra, "stable": self.stable, "bn": self.bn, "stage": self.current}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.current = ""  # enter the saved stage without its transition work (split, re-initialisation)
         self._enter(state["stage"])
-        super().load_state_dict(state)
+        self.model.load_state_dict(state["model"])
         self.mask_logits.load_state_dict(state["mask_logits"])
-        self.in_a, self.stable = state["in_a"], state["stable"]
+        for name, opt in self.optimizers.items():
+            opt.load_state_dict(state["optimizers"][name])
+        self.core, self.extra, self.stable = state["core"], state["extra"], state["stable"]
+        self.bn = {side: {k: v.to(self.device) for k, v in state["bn"][side].items()} for side in SIDES}
 
     def trainable(self, module: nn.Module | None = None) -> list[Tensor]:
         """The parameters the current stage trains (θ, or the mask logits in the mask stage)."""
