@@ -7,6 +7,8 @@ epochs the earliest wins. Epochs a method marks not selectable (``Method.selecta
 
 - ``iid_val``: the lowest loss of the method's own objective on the biased validation split (the papers'
   rule; needs no unbiased data, works at 100 % bias). The default, and the rule of ``best.pt``.
+- ``iid_val_acc``: the highest top-1 accuracy on the biased validation split (e²KD's rule: "best validation
+  top-1 accuracy"); labels of validation data, read by the engine, not by the method.
 - ``last``: the last selectable epoch.
 - ``oracle``: the best value of the dataset's declared oracle metric (``SplitRoles.oracle``). On an OOD
   validation split it is a legitimate but privileged rule; on a test split it is an upper bound. Tables
@@ -46,6 +48,9 @@ class SelectionRule:
         if self.goal == "last":
             return candidates[-1]
         key = self.metric(roles)
+        candidates = [row for row in candidates if key in row]  # a metric a run did not record: not chosen
+        if not candidates:
+            return None
         sign = 1.0 if self.goal == "min" else -1.0
         best = candidates[0]
         for row in candidates[1:]:  # strict improvement only: the earliest of equal epochs wins
@@ -70,6 +75,8 @@ def register_rule(rule: SelectionRule) -> SelectionRule:
 
 register_rule(SelectionRule("iid_val", "lowest loss of the method's objective on the biased validation split",
                             "min", lambda roles: "val_loss"))
+register_rule(SelectionRule("iid_val_acc", "highest top-1 accuracy on the biased validation split", "max",
+                            lambda roles: f"{roles.selection}_acc"))
 register_rule(SelectionRule("last", "last selectable epoch", "last", lambda roles: None))
 register_rule(SelectionRule("oracle", "best value of the dataset's oracle metric (an upper bound when it is a "
                             "test split)", "max", lambda roles: roles.oracle))

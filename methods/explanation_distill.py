@@ -46,7 +46,9 @@ class ExplanationDistillHparams(TrainHparams):
     dldl: bool = False
     dldl_weight: float = 1.0
     temperature: float = 3.0
-    teacher_batch_stats: bool = False  # the paper's code leaves the teacher in train mode: True copies that
+    # the paper's code leaves the teacher in train mode (batch statistics in its heatmaps, drifting running
+    # statistics on a copy); with it our loss and gradients match the authors' code. False: an eval-mode teacher
+    teacher_batch_stats: bool = True
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -45,7 +45,7 @@ from reports.splits import SPLIT_LABELS, has_groups, label
 GROUP_KEYS = ["method_label", "dataset_label", "protocol", "selection", "method", "dataset"]
 SUMMARY_COLUMNS = ["method", "dataset", "protocol", "selection", "n_seeds", "iid_split", "iid_acc", "iid_acc_std",
                    "headline", "headline_value", "headline_std"]
-SELECTION_ORDER = ("iid_val", "last", "oracle", "unbiased_val")
+SELECTION_ORDER = ("iid_val", "iid_val_acc", "last", "oracle", "unbiased_val")
 SELECTION_RULES = {
     "iid_val": "the epoch with the lowest IID-validation loss (the method's own objective on the biased"
                " validation split; no OOD labels used)",

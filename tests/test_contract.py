@@ -32,7 +32,7 @@ CONTRACT_DATA = {"train_size": 2 * BATCH, "val_size": 32, "test_size": 32}  # tw
 TEACHER_HP = {"epochs": 1, "batch_size": BATCH}
 STEP_BATCH = 16  # the round trip's own steps
 STAGED = {"neuron_diff"}  # their fast protocol's stage lengths stay (neuron_diff: 1 + 2 + 2 + 1 epochs)
-VARIANTS = [("e2kd", {"frozen_explanations": True}), ("lrp_distill", {"teacher_batch_stats": True})]
+VARIANTS = [("e2kd", {"frozen_explanations": True, "augment": "none"}), ("lrp_distill", {"teacher_batch_stats": False})]
 
 
 def cases() -> list[Any]:

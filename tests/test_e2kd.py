@@ -74,7 +74,7 @@ def test_kd_baseline_is_plain_kd(tiny_dataset) -> None:
 
 def test_frozen_explanations_equal_live_ones(tiny_dataset) -> None:
     live = build("e2kd", tiny_dataset)
-    frozen = build("e2kd", tiny_dataset, frozen_explanations=True)
+    frozen = build("e2kd", tiny_dataset, frozen_explanations=True, augment="none")
     frozen.model.load_state_dict(live.model.state_dict())
     index = torch.tensor([5, 0, 17, 3])
     batch = tiny_dataset.splits["train"].batch(index, live.train_views)

@@ -292,9 +292,9 @@ def test_unknown_containers_are_refused() -> None:
 
 @pytest.mark.parametrize("mode", ["eval", "train"])
 def test_hook_based_lrp_flex_gives_the_same_map_but_not_the_exact_gradient(mode: str) -> None:
-    """The paper code's mechanism (modified ReLU backward) reproduces the heatmap, but its second backward
-    reuses the modified derivative, so its parameter gradient is not the map's true gradient; the explicit
-    pass (``lrp_flex``) is exact (finite-difference test above)."""
+    """ReLU backward hooks left active reproduce the heatmap, but the second backward reuses the modified
+    derivative, so the parameter gradient is not the map's true gradient; the explicit pass (``lrp_flex``,
+    the paper code's training gradient) is exact (finite-difference test above)."""
     model = getattr(tiny_resnet(), mode)()
     x, target = inputs()
     eps = torch.tensor([0.01, 0.05, 0.1], dtype=torch.float64)

@@ -26,7 +26,7 @@ def test_run_finishes_with_metrics_for_every_split_and_rule(tmp_path: Path) -> N
     store = Store(tmp_path)
     record = execute(tiny_config("erm", epochs=3), store, CPU, progress=False)
     assert record["status"] == "finished"
-    assert set(record["final"]) == {"iid_val", "last", "oracle"}
+    assert set(record["final"]) == {"iid_val", "iid_val_acc", "last", "oracle"}
     final = record["final"]["last"]
     for split in ("val", "iid", "ood", "shift"):
         assert 0.0 <= final[f"{split}_acc"] <= 1.0

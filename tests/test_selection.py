@@ -19,14 +19,17 @@ ROLES = SplitRoles(selection="val", validation=("val", "val_ood"), iid="iid", sh
                    unbiased_val="val_worst_group_acc")
 
 
-def row(epoch: int, val_loss: float, val_ood: float = 0.0, worst: float = 0.0, selectable: bool = True) -> dict:
+def row(epoch: int, val_loss: float, val_ood: float = 0.0, worst: float = 0.0, selectable: bool = True,
+        val_acc: float = 0.0) -> dict:
     return {"epoch": epoch, "val_loss": val_loss, "val_ood_acc": val_ood, "val_worst_group_acc": worst,
-            "selectable": selectable}
+            "val_acc": val_acc, "selectable": selectable}
 
 
 def test_each_rule_picks_its_epoch_and_the_earliest_of_ties() -> None:
-    history = [row(1, 0.5, 0.2, 0.1), row(2, 0.1, 0.9, 0.4), row(3, 0.3, 0.9, 0.7), row(4, 0.1, 0.1, 0.7)]
+    history = [row(1, 0.5, 0.2, 0.1, val_acc=0.3), row(2, 0.1, 0.9, 0.4, val_acc=0.8), row(3, 0.3, 0.9, 0.7),
+               row(4, 0.1, 0.1, 0.7, val_acc=0.8)]
     chosen = select_epochs(history, ROLES)
+    assert chosen["iid_val_acc"]["epoch"] == 2  # 0.8 twice: the earlier
     assert chosen["iid_val"]["epoch"] == 2  # 0.1 twice: the earlier
     assert chosen["oracle"]["epoch"] == 2  # 0.9 twice: the earlier
     assert chosen["unbiased_val"]["epoch"] == 3  # 0.7 twice: the earlier
@@ -38,14 +41,14 @@ def test_epochs_marked_not_selectable_are_never_chosen() -> None:
                row(4, 0.0, 1.0, 1.0, selectable=False)]
     chosen = select_epochs(history, ROLES)
     assert {rule: r["epoch"] for rule, r in chosen.items()} == {"iid_val": 3, "oracle": 3, "unbiased_val": 3,
-                                                                  "last": 3}
+                                                                  "last": 3, "iid_val_acc": 2}
     assert select_epochs([row(1, 0.1, selectable=False)], ROLES) == {}
 
 
 def test_rules_that_do_not_apply_are_absent_and_described() -> None:
     plain = SplitRoles(selection="val", validation=("val",), iid="iid", shifted=("ood",), oracle="ood_acc",
                        headline="ood_acc", group_kinds={})
-    history = [{"epoch": 1, "val_loss": 0.2, "ood_acc": 0.5}]
+    history = [{"epoch": 1, "val_loss": 0.2, "ood_acc": 0.5}]  # no val_acc recorded: iid_val_acc chooses nothing
     assert set(select_epochs(history, plain)) == {"iid_val", "last", "oracle"}
     meta = selection_meta(plain, ["val", "iid", "ood"])
     assert meta["oracle"]["metric"] == "ood_acc" and meta["oracle"]["on_test_split"] is True
@@ -75,7 +78,7 @@ def test_oracle_rows_exist_where_split_names_hid_them(tmp_path: Path) -> None:
     cfg = make_run_config("erm", "cmnist_lff", "fast", 0, {**TINY_HP, "epochs": 2},
                           DATASETS.get("cmnist_lff").test_options)
     record = execute(cfg, Store(tmp_path), torch.device("cpu"), progress=False)
-    assert set(record["final"]) == {"iid_val", "last", "oracle"}
+    assert set(record["final"]) == {"iid_val", "iid_val_acc", "last", "oracle"}
     assert record["meta"]["selection"]["oracle"] == {**record["meta"]["selection"]["oracle"],
                                                      "metric": "unbiased_acc", "on_test_split": True}
     assert "iid_unbiased_gap" in record["final"]["last"]

@@ -308,10 +308,12 @@ def lrp_flex(model: nn.Module, x: Tensor, target: Target, *, create_graph: bool 
 @register_explainer("lrp_flex_hooks")
 def lrp_flex_hooks(model: nn.Module, x: Tensor, target: Target, *, create_graph: bool = False,
                    eps: float | Tensor | None = None, **_: Any) -> Tensor:
-    """LRP-Flex the way the paper's public code computes it: a backward hook on every ReLU replaces
-    the incoming gradient g by g·a/(a+ε), then x ⊙ ∂y_k/∂x. The heatmap equals ``lrp_flex``'s; its
-    parameter gradients under ``create_graph`` are those of the paper's training (they differ slightly
-    from the exact ones, see tests/test_explain.py), for faithful reproduction only."""
+    """LRP-Flex through ReLU backward hooks that stay registered during the training backward: each hook
+    replaces the incoming gradient g by g·a/(a+ε), then x ⊙ ∂y_k/∂x. The heatmap equals ``lrp_flex``'s, but
+    the second backward runs through the same modified derivatives, so its parameter gradient is *not* the
+    map's gradient (tests/test_explain.py). This is not what the paper's code trains with: there the hooks act
+    only while the heatmap is computed, and the training gradient is the exact one (``lrp_flex``). Kept as a
+    cautionary variant: a hook-based implementation that forgets to remove its hooks trains on this."""
     x = x if x.requires_grad else x.detach().requires_grad_(True)
     eps_tensor = as_eps_tensor(eps, x)
     factors = RelevancePass(flex=True, eps=eps_tensor, create_graph=create_graph)
