@@ -79,6 +79,11 @@ def build_parser() -> argparse.ArgumentParser:
     board.add_argument("--fresh", action="store_true",
                        help="with --add: replace the records instead of merging (a new code revision)")
 
+    repro = sub.add_parser("reproduce", help="regenerate a seed-paper reproduction under results/reproductions/")
+    repro.add_argument("name", nargs="?", default=None, help="the reproduction (default: all)")
+    repro.add_argument("--add", type=_folder, default=None, metavar="DIR",
+                       help="first merge the reproduction's finished runs of the results folder DIR into its records")
+
     perf = sub.add_parser("perf", help="training images/s per method on this device")
     perf.add_argument("--methods", nargs="*", default=None, help="methods to time (default: all)")
     perf.add_argument("--explanations", nargs="*", default=None,
@@ -213,6 +218,18 @@ def cmd_leaderboard(args: argparse.Namespace) -> None:
     print(f"leaderboard: {update_leaderboard(args.add, fresh=args.fresh)}")
 
 
+def cmd_reproduce(args: argparse.Namespace) -> None:
+    from reports.reproduction import REPRODUCTIONS, add_records, get_reproduction, write_reproduction
+
+    if args.add is not None and args.name is None:
+        raise UserError("--add needs the reproduction's name: python run_bench.py reproduce NAME --add DIR")
+    chosen = [get_reproduction(args.name)] if args.name else [REPRODUCTIONS[n] for n in sorted(REPRODUCTIONS)]
+    for rep in chosen:
+        if args.add is not None:
+            print(f"{rep.name}: {add_records(rep, args.add)} finished runs of {args.add} added")
+        print(f"reproduction: {write_reproduction(rep)}")
+
+
 def cmd_perf(args: argparse.Namespace) -> None:
     from bench.perf import format_results, run_perf
     from bench.provenance import device_name
@@ -286,7 +303,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             os.environ[ENV_FLAG] = "1"  # read by the runner, inherited by worker processes
         handlers = {"list": cmd_list, "run": cmd_run, "sweep": cmd_sweep, "perf": cmd_perf,
                     "report": lambda a: _report(a.out), "explain": cmd_explain,
-                    "datasets": cmd_datasets, "leaderboard": cmd_leaderboard}
+                    "datasets": cmd_datasets, "leaderboard": cmd_leaderboard,
+                    "reproduce": cmd_reproduce}
         handlers[args.command](args)
     except UserError as err:
         print(f"error: {_one_line(str(err))}", file=sys.stderr)

@@ -1,0 +1,103 @@
+"""Reproductions: the committed tables are what their committed records give; a run of the suite is exported
+with its curve, compared with the paper's number, and a cell off by more than the tolerance carries measured
+diagnostics; runs of other configs and of an uncommitted tree stay out."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from bench.errors import UserError
+from bench.runner import execute
+from bench.store import Store
+from bench.suites import SUITES, DatasetEntry, Suite
+from reports.reproduction import (
+    REPRODUCTION_DIR,
+    REPRODUCTIONS,
+    Reproduction,
+    Snapshot,
+    add_records,
+    load_records,
+    reproduction_files,
+    suite_keys,
+    write_reproduction,
+)
+from tests.conftest import TINY_DATA
+
+TINY_LFF = {**TINY_DATA, "conflict_ratio": 0.01}
+
+
+@pytest.mark.parametrize("name", sorted(REPRODUCTIONS))
+def test_committed_reproduction_matches_its_records(name: str) -> None:
+    rep = REPRODUCTIONS[name]
+    for path, text in reproduction_files(rep, load_records(rep)).items():
+        committed = REPRODUCTION_DIR / path
+        assert committed.exists(), f"{committed} is missing: run python run_bench.py reproduce {name}"
+        assert committed.read_text() == text, f"{committed} is stale: run python run_bench.py reproduce {name}"
+
+
+@pytest.fixture
+def tiny_rep(monkeypatch: pytest.MonkeyPatch) -> Reproduction:
+    suite = Suite("tiny-nd", "tiny", "fast", ("erm",), (DatasetEntry("cmnist_lff", TINY_LFF),),
+                  hparams={"erm": {"epochs": 3, "batch_size": 64, "optimizer": "adam"}}, model="cnn3")
+    SUITES.names()  # load the YAML suites first
+    monkeypatch.setitem(SUITES._entries, suite.name, suite)
+    return Reproduction(name="tiny", title="Tiny", suite="tiny-nd", protocols=("fast",), source="seed 003",
+                        selection="iid_val", metrics=("unbiased_acc",), curve_keys=("unbiased_acc", "selectable"),
+                        snapshots=(Snapshot("erm: epoch 1", "erm", lambda hp: 1, "erm"),),
+                        notes=("A note.",))
+
+
+def clean(monkeypatch: pytest.MonkeyPatch, git: str) -> None:
+    import bench.runner as runner
+
+    real = runner.provenance
+    monkeypatch.setattr(runner, "provenance", lambda device: {**real(device), "git": git})
+
+
+def test_a_suite_run_becomes_a_row_beside_the_paper(tmp_path: Path, tiny_rep: Reproduction,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    from bench.suites import get_suite
+
+    clean(monkeypatch, "0123456789ab")
+    store_dir = tmp_path / "runs"
+    store = Store(store_dir)
+    (cfg,) = get_suite("tiny-nd").expand(1, "fast")
+    record = execute(cfg, store, torch.device("cpu"), progress=False)
+    other = execute(cfg.__class__(**{**cfg.to_dict(), "hparams": {**cfg.hparams, "lr": 0.02}}), store,
+                    torch.device("cpu"), progress=False)
+    store.close()
+    assert record["status"] == other["status"] == "finished"
+    assert {cfg.to_dict()["method"]} == {"erm"} and len(suite_keys(tiny_rep)) == 1
+    out = tmp_path / "reproductions"
+    assert add_records(tiny_rep, store_dir, out) == 1  # the lr=0.02 run is not the suite's
+    assert add_records(tiny_rep, store_dir, out) == 1  # adding again replaces, does not duplicate
+    records = load_records(tiny_rep, out)
+    assert len(records) == 1 and len(records[0]["epochs"]) == 3
+    write_reproduction(tiny_rep, out)
+    csv = (out / "tiny.csv").read_text().splitlines()
+    ours = 100 * record["final"]["iid_val"]["unbiased_acc"]
+    row = next(line for line in csv if line.startswith("cmnist_lff,erm,"))
+    cells = row.split(",")
+    assert cells[3] == f"{ours:.2f}" and cells[4] == "81.73" and cells[5] == f"{ours - 81.73:+.2f}"
+    assert "oracle selection" in cells[6] and "last 1 evaluated epochs" in cells[6]  # far from 81.73: measured
+    snap = next(line for line in csv if line.startswith("cmnist_lff,erm: epoch 1,"))
+    assert snap.split(",")[3] == f"{100 * records[0]['epochs'][0]['unbiased_acc']:.2f}"
+    curves = (out / "tiny" / "curves.csv").read_text().splitlines()
+    assert curves[0] == "run_id,epoch,unbiased_acc,selectable" and len(curves) == 4
+    text = (out / "tiny.md").read_text()
+    assert "Selection: `iid_val`" in text and "A note." in text and "Device(s): cpu" in text
+
+
+def test_runs_of_an_uncommitted_tree_are_refused(tmp_path: Path, tiny_rep: Reproduction,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    from bench.suites import get_suite
+
+    clean(monkeypatch, "abc+dirty")
+    store = Store(tmp_path / "runs")
+    execute(get_suite("tiny-nd").expand(1, "fast")[0], store, torch.device("cpu"), progress=False)
+    store.close()
+    with pytest.raises(UserError, match="uncommitted"):
+        add_records(tiny_rep, tmp_path / "runs", tmp_path / "reproductions")
+    assert not (tmp_path / "reproductions").exists()
