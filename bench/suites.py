@@ -21,6 +21,7 @@ class DatasetEntry:
     params: dict[str, Any] = field(default_factory=dict)
     hparams: dict[str, dict[str, Any]] = field(default_factory=dict)  # per-method overrides on this dataset
     methods: tuple[str, ...] | None = None  # run only these methods on this dataset (default: the suite's)
+    seeds: int | None = None  # this entry's number of seeds (default: the suite's; --seeds overrides both)
 
     def method_hparams(self, suite_hparams: dict[str, dict[str, Any]], method: str) -> dict[str, Any] | None:
         """The suite's overrides of ``method``, updated with this dataset's."""
@@ -48,7 +49,8 @@ class Suite:
             make_run_config(method, entry.name, protocol or self.protocol, seed,
                             hparams=entry.method_hparams(self.hparams, method), dataset_params=entry.params,
                             teacher_hparams=entry.method_hparams(self.hparams, TEACHER_METHOD), model=self.model)
-            for entry in self.datasets for method in (entry.methods or self.methods) for seed in range(n_seeds)
+            for entry in self.datasets for method in (entry.methods or self.methods)
+            for seed in range(n_seeds if seeds is not None or entry.seeds is None else entry.seeds)
         ]
         teachers = {RunConfig.from_dict(c.teacher).run_id: RunConfig.from_dict(c.teacher)
                     for c in configs if c.teacher}
@@ -86,7 +88,10 @@ def get_suite(name: str) -> Suite:
 def _dataset_entry(raw: dict[str, Any]) -> DatasetEntry:
     hparams = {method: dict(values) for method, values in (raw.get("hparams") or {}).items()}
     methods = tuple(raw["methods"]) if raw.get("methods") else None
-    return DatasetEntry(raw["name"], dict(raw.get("params") or {}), hparams, methods)
+    seeds = None if raw.get("seeds") is None else int(raw["seeds"])
+    if seeds is not None and seeds < 1:
+        raise ValueError(f"dataset entry {raw['name']}: seeds must be >= 1, got {seeds}")
+    return DatasetEntry(raw["name"], dict(raw.get("params") or {}), hparams, methods, seeds)
 
 
 def suite_from_yaml(path: Path) -> Suite:

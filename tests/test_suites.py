@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from bench.errors import UserError
 from bench.suites import DatasetEntry, get_suite, list_suites, suite_from_yaml
 from bench.sweep import run_sweep
 from reports.report import write_report
@@ -78,6 +79,19 @@ def test_paper_e2kd_waterbirds_reports_agreement_on_the_swapped_groups(tmp_path:
     assert "test_ood agreement ours" in comparison
     e2kd_row = next(line for line in comparison.splitlines() if line.startswith("| e2kd |"))
     assert "| 36.8 |" in e2kd_row and "| 69.1 |" in e2kd_row
+
+
+def test_a_dataset_entry_may_set_its_own_seed_count(tmp_path: Path) -> None:
+    path = tmp_path / "s.yaml"
+    path.write_text("name: s\nprotocol: fast\nmethods: [erm]\nseeds: 1\ndatasets:\n"
+                    "  - name: coloured_mnist\n    seeds: 3\n  - mnist_sc\n")
+    suite = suite_from_yaml(path)
+    seeds = sorted((c.dataset, c.seed) for c in suite.expand())
+    assert seeds == [("coloured_mnist", 0), ("coloured_mnist", 1), ("coloured_mnist", 2), ("mnist_sc", 0)]
+    assert len(suite.expand(seeds=2)) == 4  # --seeds overrides every entry
+    path.write_text("name: s\nprotocol: fast\nmethods: [erm]\ndatasets:\n  - name: coloured_mnist\n    seeds: 0\n")
+    with pytest.raises(UserError, match="seeds must be >= 1"):
+        suite_from_yaml(path)
 
 
 def test_paper_nd_cmnist_compares_per_ratio(tmp_path: Path) -> None:
