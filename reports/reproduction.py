@@ -153,7 +153,7 @@ register_reproduction(Reproduction(
         "teacher cannot be had offline): emoji birds on procedural scenes, small CNNs trained from scratch. The "
         "paper's values are quoted from a third-party reproduction of its bar chart. Compare the direction KD → e²KD, "
         "not the numbers.",
-        "30 epochs instead of 700; the paper's out-of-distribution gain grows with training length (its 'patient "
+        "60 epochs instead of 700; the paper's out-of-distribution gain grows with training length (its 'patient "
         "teaching' result), so a shorter schedule is expected to show less of it.",
     ),
 ))
