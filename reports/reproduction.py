@@ -60,6 +60,7 @@ class Reproduction:
     diagnostics: dict[str, tuple[tuple[str, str], ...]] = field(default_factory=dict)  # method → (label, key)
     snapshots: tuple[Snapshot, ...] = ()
     notes: tuple[str, ...] = ()  # protocol deviations and interpretations (words: numbers come from records)
+    baseline: str = "erm"  # each row's difference to this method's row of the same dataset and protocol
 
 
 REPRODUCTIONS: dict[str, Reproduction] = {}
@@ -308,18 +309,22 @@ def diagnosis(rep: Reproduction, row: Row, metric: str) -> str:
 def table(rep: Reproduction, records: list[dict[str, Any]], reference: pd.DataFrame) -> Table:
     columns = ["dataset", "protocol", "method", "seeds"]
     for metric in rep.metrics:
-        columns += [f"{metric} ours", f"{metric} paper", f"{metric} Δ"]
+        columns += [f"{metric} ours", f"{metric} paper", f"{metric} Δ", f"{metric} ours − {rep.baseline}"]
     columns.append(f"measured where |Δ| > {TOLERANCE:g}")
     body = []
-    for row in rows_of(rep, records):
+    rows = rows_of(rep, records)
+    baselines = {(r.dataset, r.runs[0]["protocol"]): r for r in rows if r.label == rep.baseline}
+    for row in rows:
         cells = [row.dataset, row.runs[0]["protocol"], row.label, str(len(row.runs))]
+        base = baselines.get((row.dataset, row.runs[0]["protocol"]))
         off = []
         for metric in rep.metrics:
             mean, std = mean_std(values(row.chosen, metric))
             paper = paper_value(reference, rep, row, metric)
             delta = mean - paper
+            gain = math.nan if base is None or base is row else mean - mean_std(values(base.chosen, metric))[0]
             cells += [fmt(mean, std), "–" if math.isnan(paper) else f"{paper:g}",
-                      "–" if math.isnan(delta) else f"{delta:+.2f}"]
+                      "–" if math.isnan(delta) else f"{delta:+.2f}", "–" if math.isnan(gain) else f"{gain:+.2f}"]
             if not math.isnan(delta) and abs(delta) > TOLERANCE:
                 off.append(diagnosis(rep, row, metric))
         cells.append(" | ".join(off) if off else "")
