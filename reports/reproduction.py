@@ -148,6 +148,7 @@ register_reproduction(Reproduction(
     source="Parchami-Araghi",
     selection="iid_val_acc",
     metrics=("test_id_acc", "test_ood_acc", "test_id_agreement", "test_ood_agreement"),
+    baseline="e2kd_kd",
     curve_keys=("train_loss", "val_loss", "val_acc", "test_id_acc", "test_ood_acc", "test_ood_agreement"),
     notes=(
         "Not the paper's data or models (CUB birds on Places with an ImageNet-pretrained, bird-guided ResNet-50 "
