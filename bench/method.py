@@ -77,6 +77,7 @@ class MethodContext:
     budget: Budget
     teacher: nn.Module | None = None
     teacher_view: str = "x"
+    shortcut_region: str = ""  # what a granted mask outlines: "mask" (the shortcut), "outside_mask" (the object)
     create_model: Callable[[], nn.Module] | None = None
     train: BudgetedSplit | None = None
     val: BudgetedSplit | None = None
@@ -209,6 +210,17 @@ def register_method(name: str) -> Callable[[type[Method]], type[Method]]:
     return decorator
 
 
+def relevant_region(mask: Tensor, shortcut_region: str) -> Tensor:
+    """Where a mask-guided method should find the label's evidence, as a float B×1×H×W map in {0, 1}: the mask
+    where it outlines the object (the shortcut is outside it), its complement where it outlines the shortcut."""
+    if shortcut_region == "outside_mask":
+        return mask.to(torch.float32)
+    if shortcut_region == "mask":
+        return 1.0 - mask.to(torch.float32)
+    raise UserError("this method needs masks that locate the shortcut (a dataset with shortcut_region 'mask' or "
+                    "'outside_mask', e.g. objects_on_scenes, mnist_background, dogs_with_ties)")
+
+
 def list_methods() -> list[str]:
     return METHODS.names()
 
@@ -241,7 +253,7 @@ def build_method(method_cls: type[Method], hp: Any, dataset: BiasedDataset, mode
                                                                   dataset.teacher_view == "x_debiased" else ()))))
     ctx = MethodContext(
         hp=hp, num_classes=num_classes, image_shape=shape, model_name=model_name, device=device, budget=budget,
-        teacher=teacher, teacher_view=dataset.teacher_view,
+        teacher=teacher, teacher_view=dataset.teacher_view, shortcut_region=dataset.shortcut_region,
         create_model=lambda: create_model(model_name, num_classes, shape[0]),
         train=BudgetedSplit(dataset.splits["train"], budget, views),
         val=BudgetedSplit(dataset.splits[dataset.roles.selection], budget, views),
