@@ -23,8 +23,19 @@ def _build(name: str, dataset, **hp):
     return build_method(cls, hparams, dataset, "small_cnn", torch.device("cpu"), teacher)
 
 
+@pytest.fixture(scope="module")
+def tiny_masked(dataset_cache):
+    """MNIST with background bias at ``TINY_DATA`` sizes: masks for the mask-guided methods."""
+    from bench.data import load_dataset
+    from tests.conftest import TINY_DATA
+
+    return load_dataset("mnist_background", TINY_DATA, seed=0)
+
+
 @pytest.mark.parametrize("name", list_methods())
-def test_method_trains_a_few_steps(name: str, tiny_dataset) -> None:
+def test_method_trains_a_few_steps(name: str, tiny_dataset, tiny_masked) -> None:
+    if "masks" in get_method(name).requires:
+        tiny_dataset = tiny_masked
     torch.manual_seed(0)
     method = _build(name, tiny_dataset)
     before = [p.detach().clone() for p in method.trainable()]

@@ -1,0 +1,97 @@
+"""Guided Attention Inference Network (Li, Wu, Peng, Ernst & Fu, "Tell Me Where to Look: Guided Attention
+Inference Network", CVPR 2018), with external supervision from segmentation masks (GAIN_ext, Sec. 3.3); one of
+the mask-guided baselines of Table 1 of Bassi et al. (2024)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from bench.data import Batch
+from bench.explain import explain_with_logits
+from bench.explain.cam import upsample
+from bench.method import Method, TrainHparams, register_method, relevant_region
+
+
+@dataclass
+class GAINHparams(TrainHparams):
+    """GAIN's constants as the ISNet authors run it (spec §4, after AustinDoolittle/Pytorch-Gain): soft-mask
+    scale ω = 10 and threshold σ = 0.5, attention-mining weight α = 1, external-supervision weight w = 10; the
+    optimiser as the other mask-guided baselines of the distillation paper (SGD lr 1e-2, momentum 0.99, clip 1,
+    batch 128, 100 epochs)."""
+
+    epochs: int = 100
+    lr: float = 1e-2
+    momentum: float = 0.99
+    omega: float = 10.0
+    sigma: float = 0.5
+    mining_weight: float = 1.0
+    external_weight: float = 10.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.omega <= 0 or self.mining_weight < 0 or self.external_weight < 0:
+            raise ValueError("need omega > 0, mining_weight >= 0 and external_weight >= 0")
+
+
+def normalised_cam(cam: Tensor, like: Tensor) -> Tensor:
+    """A Grad-CAM map (B×1×h×w, ≥ 0) resized bilinearly to the input and scaled to [0, 1] per sample (divided
+    by its maximum), so that the threshold σ has one meaning for every image."""
+    resized = upsample(cam, like)
+    return resized / resized.flatten(1).amax(1).clamp(min=1e-8)[:, None, None, None]
+
+
+def soft_mask(attention: Tensor, omega: float, sigma: float) -> Tensor:
+    """T(A) = sigmoid(ω (A − σ)) (GAIN Eq. 3)."""
+    return torch.sigmoid(omega * (attention - sigma))
+
+
+def attention_mining_loss(logits_masked: Tensor, y: Tensor) -> Tensor:
+    """L_am (GAIN Eq. 5): the mean score of the true class on the image with its attended region erased."""
+    return F.softmax(logits_masked, dim=1).gather(1, y[:, None]).mean()
+
+
+def external_loss(attention: Tensor, region: Tensor) -> Tensor:
+    """L_e (GAIN Eq. 7): mean squared difference between the attention map and the relevant region."""
+    return F.mse_loss(attention, region)
+
+
+@register_method("gain")
+class GAIN(Method):
+    """GAIN_ext (Li et al. 2018, Eq. 3-7): L = CE(f(x), y) + α L_am + w L_e. A = Grad-CAM of the label class at
+    the last feature layer (differentiable: double backward), resized and scaled to [0, 1]; I* = x − T(A) ⊙ x
+    (Eq. 4) erases what the network attends to, and L_am pushes the label's score on I* down; L_e pulls A
+    towards the relevant region of the masks (the object, or everything but the shortcut)."""
+
+    Hparams = GAINHparams
+    protocols = {"fast": {"epochs": 2}}
+    requires = frozenset({"labels", "masks"})
+
+    def build(self) -> None:
+        relevant_region(torch.zeros(1, 1, 1, 1), self.ctx.shortcut_region)  # refuses masks that locate nothing
+        super().build()
+
+    def losses(self, batch: Batch, create_graph: bool) -> dict[str, Tensor]:
+        cam, logits, _ = explain_with_logits(self.model, batch.x, batch.y, "gradcam", create_graph=create_graph)
+        attention = normalised_cam(cam, batch.x)
+        erased = batch.x - soft_mask(attention, self.hp.omega, self.hp.sigma) * batch.x
+        ce = F.cross_entropy(logits, batch.y)
+        mining = attention_mining_loss(self.model(erased), batch.y)
+        external = external_loss(attention, relevant_region(batch.mask, self.ctx.shortcut_region))
+        loss = ce + self.hp.mining_weight * mining + self.hp.external_weight * external
+        return {"ce": ce, "mining": mining, "external": external, "loss": loss}
+
+    def step(self, batch: Batch) -> dict[str, Tensor]:
+        assert self.optimizer is not None
+        self.optimizer.zero_grad(set_to_none=True)
+        logs = self.losses(batch, create_graph=True)
+        logs["loss"].backward()
+        logs = {k: v.detach() for k, v in logs.items()}
+        logs["grad_norm"] = self.clip_and_step(self.optimizer, self.params)
+        return logs
+
+    def val_loss(self, batch: Batch) -> Tensor:
+        with torch.enable_grad():
+            return self.losses(batch, create_graph=False)["loss"].detach()
