@@ -12,11 +12,12 @@ from torch import Tensor
 from bench.data import Batch
 from bench.explain import explain_with_logits
 from bench.explain.cam import upsample
-from bench.method import Method, TrainHparams, register_method, relevant_region
+from bench.method import register_method
+from methods._guided import GuidedHparams, MaskGuided
 
 
 @dataclass
-class GAINHparams(TrainHparams):
+class GAINHparams(GuidedHparams):
     """GAIN's constants as the ISNet authors run it (spec §4, after AustinDoolittle/Pytorch-Gain): soft-mask
     scale ω = 10 and threshold σ = 0.5, attention-mining weight α = 1, external-supervision weight w = 10; the
     optimiser as the other mask-guided baselines of the distillation paper (SGD lr 1e-2, momentum 0.99, clip 1,
@@ -59,7 +60,7 @@ def external_loss(attention: Tensor, region: Tensor) -> Tensor:
 
 
 @register_method("gain")
-class GAIN(Method):
+class GAIN(MaskGuided):
     """GAIN_ext (Li et al. 2018, Eq. 3-7): L = CE(f(x), y) + α L_am + w L_e. A = Grad-CAM of the label class at
     the last feature layer (differentiable: double backward), resized and scaled to [0, 1]; I* = x − T(A) ⊙ x
     (Eq. 4) erases what the network attends to, and L_am pushes the label's score on I* down; L_e pulls A
@@ -69,17 +70,13 @@ class GAIN(Method):
     protocols = {"fast": {"epochs": 2}}
     requires = frozenset({"labels", "masks"})
 
-    def build(self) -> None:
-        relevant_region(torch.zeros(1, 1, 1, 1), self.ctx.shortcut_region)  # refuses masks that locate nothing
-        super().build()
-
     def losses(self, batch: Batch, create_graph: bool) -> dict[str, Tensor]:
         cam, logits, _ = explain_with_logits(self.model, batch.x, batch.y, "gradcam", create_graph=create_graph)
         attention = normalised_cam(cam, batch.x)
         erased = batch.x - soft_mask(attention, self.hp.omega, self.hp.sigma) * batch.x
         ce = F.cross_entropy(logits, batch.y)
         mining = attention_mining_loss(self.model(erased), batch.y)
-        external = external_loss(attention, relevant_region(batch.mask, self.ctx.shortcut_region))
+        external = external_loss(attention, self.region(batch))
         loss = ce + self.hp.mining_weight * mining + self.hp.external_weight * external
         return {"ce": ce, "mining": mining, "external": external, "loss": loss}
 

@@ -16,11 +16,12 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from bench.data import Batch
-from bench.method import Method, TrainHparams, register_method, relevant_region
+from bench.method import register_method
+from methods._guided import GuidedHparams, MaskGuided
 
 
 @dataclass
-class GALSHparams(TrainHparams):
+class GALSHparams(GuidedHparams):
     """GALS' COCO configuration where it applies to a model trained from scratch (the paper fine-tunes an
     ImageNet ResNet-50): loss weight W = 10,000, SGD lr 0.01, momentum 0.9, weight decay 1e-5; 100 epochs,
     batch 128 and clip 1 as the suite's other baselines. ``attention_blur``: the Gaussian's σ as a fraction of
@@ -65,7 +66,7 @@ def suppress_outside(grad: Tensor, attention: Tensor) -> Tensor:
 
 
 @register_method("gals")
-class GALS(Method):
+class GALS(MaskGuided):
     """GALS (Petryk et al. 2022, Sec. 3): L = CE + W · L1(∂CE/∂x, ∂CE/∂x ⊙ A), trained through the double
     backward of the input gradient of the (batch-mean) cross-entropy; A from the masks (see the module
     docstring for the deviation from CLIP attention)."""
@@ -74,15 +75,11 @@ class GALS(Method):
     protocols = {"fast": {"epochs": 2}}
     requires = frozenset({"labels", "masks"})
 
-    def build(self) -> None:
-        relevant_region(torch.zeros(1, 1, 1, 1), self.ctx.shortcut_region)  # refuses masks that locate nothing
-        super().build()
-
     def losses(self, batch: Batch) -> dict[str, Tensor]:
         x = batch.x.detach().requires_grad_(True)
         ce = F.cross_entropy(self.model(x), batch.y)
         (grad,) = torch.autograd.grad(ce, x, create_graph=True)
-        attention = attention_map(relevant_region(batch.mask, self.ctx.shortcut_region), self.hp.attention_blur)
+        attention = attention_map(self.region(batch), self.hp.attention_blur)
         penalty = suppress_outside(grad, attention)
         return {"ce": ce, "penalty": penalty, "loss": ce + self.hp.gals_weight * penalty}
 

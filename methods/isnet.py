@@ -14,13 +14,14 @@ from torch import Tensor
 
 from bench.data import Batch
 from bench.explain import explain, explain_with_logits
-from bench.method import Method, TrainHparams, register_method, relevant_region
+from bench.method import register_method
+from methods._guided import GuidedHparams, MaskGuided
 
 LOGIT_MODES = ("all", "stochastic")
 
 
 @dataclass
-class ISNetHparams(TrainHparams):
+class ISNetHparams(GuidedHparams):
     """The authors' MNIST script (spec §4, ``RunISNetFlex.py``): SGD lr 1e-2, momentum 0.9, clip 1, batch 128,
     100 epochs, P = 0.7, GWRP decay d = 0.9, E = 1, A = B = 1, LRP-Flex ε = 0.01. ``logits="all"`` explains every
     class (the original ISNet, K relevance passes a step); ``"stochastic"`` one logit per sample (the top class
@@ -103,7 +104,7 @@ def explained_logits(logits: Tensor) -> Tensor:
 
 
 @register_method("isnet")
-class ISNet(Method):
+class ISNet(MaskGuided):
     """ISNet (Faster ISNet's LRP-Flex form): L = (1 − P)·CE + P·(A·L_background + B·L_foreground), the maps
     LRP-Flex heatmaps from the explanation engine (differentiable: double backward) of every class (or one per
     sample), the foreground = where the masks say the label's evidence is. First ``calibration_epochs`` of plain
@@ -114,7 +115,6 @@ class ISNet(Method):
     requires = frozenset({"labels", "masks"})
 
     def build(self) -> None:
-        relevant_region(torch.zeros(1, 1, 1, 1), self.ctx.shortcut_region)  # refuses masks that locate nothing
         super().build()
         by_hand = self.hp.cut1 > 0
         self.cuts = torch.tensor([self.hp.cut1, self.hp.cut1 * self.hp.cut_ratio] if by_hand else [0.0, 0.0],
@@ -171,7 +171,7 @@ class ISNet(Method):
             return {"ce": ce, "loss": ce}
         hp = self.hp
         maps, logits = self.heatmaps(batch.x, create_graph)
-        foreground = relevant_region(batch.mask, self.ctx.shortcut_region)
+        foreground = self.region(batch)
         ce = F.cross_entropy(logits, batch.y)
         background = background_loss(maps, foreground, hp.gwrp_decay, hp.activation_e).mean()
         fg = foreground_loss(maps, foreground, self.cuts[0], self.cuts[1]).mean()

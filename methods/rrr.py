@@ -10,11 +10,12 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from bench.data import Batch
-from bench.method import Method, TrainHparams, register_method, relevant_region
+from bench.method import register_method
+from methods._guided import GuidedHparams, MaskGuided
 
 
 @dataclass
-class RRRHparams(TrainHparams):
+class RRRHparams(GuidedHparams):
     """The ISNet authors' RRR run (spec §4: SGD momentum 0.99, grad-norm clip 1, batch 128, 100 epochs, lr 1e-2).
     ``penalty_weight`` λ₁ is tuned per dataset, as RRR does ("so that the two terms have similar magnitude");
     the default is a starting point, the reproduction suites set the tuned value."""
@@ -43,7 +44,7 @@ def rrr_penalty(grad: Tensor, irrelevant: Tensor) -> Tensor:
 
 
 @register_method("rrr")
-class RRR(Method):
+class RRR(MaskGuided):
     """RRR (Ross et al. 2017, Eq. 1): L = CE(f(x), y) + λ₁ · mean_n Σ_d (A_nd ∂/∂x_nd Σ_k log ŷ_nk)², where A marks
     the input dimensions that must not matter (outside the object, or on the shortcut), from the dataset's
     masks. Trained through the double backward of the input gradient. (λ₂'s weight decay is ``weight_decay``.)"""
@@ -52,15 +53,11 @@ class RRR(Method):
     protocols = {"fast": {"epochs": 2}}
     requires = frozenset({"labels", "masks"})
 
-    def build(self) -> None:
-        relevant_region(torch.zeros(1, 1, 1, 1), self.ctx.shortcut_region)  # refuses masks that locate nothing
-        super().build()
-
     def losses(self, batch: Batch) -> dict[str, Tensor]:
         x = batch.x.detach().requires_grad_(True)
         logits = self.model(x)
         ce = F.cross_entropy(logits, batch.y)
-        irrelevant = 1.0 - relevant_region(batch.mask, self.ctx.shortcut_region)
+        irrelevant = 1.0 - self.region(batch)
         penalty = rrr_penalty(log_prob_input_gradient(logits, x), irrelevant).mean()
         return {"ce": ce, "penalty": penalty, "loss": ce + self.hp.penalty_weight * penalty}
 
