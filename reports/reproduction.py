@@ -364,9 +364,11 @@ def blocks(rep: Reproduction, records: list[dict[str, Any]], reference: pd.DataF
     devices = sorted({str((r.get("provenance") or {}).get("device", "?")) for r in records})
     hours = sum(float((r.get("cost") or {}).get("wall_seconds", 0.0)) for r in records) / 3600
     seeds = sorted({int(r["seed"]) for r in records})
+    models = sorted({str(r["model"]) for r in records})
+    protocols = "; ".join(f"`{p}`" + ("" if suite.model else f": {get_protocol(p).description}") for p in rep.protocols)
     out.append(Para(
-        f"Suite `{rep.suite}` ({' '.join(suite.description.split())}) Protocol(s): "
-        + "; ".join(f"`{p}`: {get_protocol(p).description}" for p in rep.protocols)
+        f"Suite `{rep.suite}` ({' '.join(suite.description.split())}) Protocol(s): {protocols}. "
+        f"Models: {', '.join(models)}."
         + f" Selection: `{rep.selection}` ({rule.summary}). Cells: ours = mean ± sample standard deviation over "
         f"the seeds in the `seeds` column (no ± with one seed), in percent; paper = the published number; "
         f"Δ = ours − paper. Seeds run: {', '.join(map(str, seeds))}. Device(s): {', '.join(devices)}. "
