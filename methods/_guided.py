@@ -46,6 +46,23 @@ class MaskGuided(Method):
         relevant_region(torch.zeros(1, 1, 1, 1), self.ctx.shortcut_region)  # refuses masks that locate nothing
         super().build()
 
+    def losses(self, batch: Batch, create_graph: bool) -> dict[str, Tensor]:
+        """The method's loss terms and their total ``loss``; ``create_graph``: training (double backward)."""
+        raise NotImplementedError
+
+    def step(self, batch: Batch) -> dict[str, Tensor]:
+        assert self.optimizer is not None
+        self.optimizer.zero_grad(set_to_none=True)
+        logs = self.losses(batch, create_graph=True)
+        logs["loss"].backward()
+        logs = {k: v.detach() for k, v in logs.items()}
+        logs["grad_norm"] = self.clip_and_step(self.optimizer, self.params)
+        return logs
+
+    def val_loss(self, batch: Batch) -> Tensor:
+        with torch.enable_grad():  # the explanations inside the loss need gradients, even at validation
+            return self.losses(batch, create_graph=False)["loss"].detach()
+
     def region(self, batch: Batch) -> Tensor:
         """Where the evidence should be (float B×1×H×W in {0, 1}); randomly placed under the control."""
         region = relevant_region(batch.mask, self.ctx.shortcut_region)

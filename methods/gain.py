@@ -79,16 +79,3 @@ class GAIN(MaskGuided):
         external = external_loss(attention, self.region(batch))
         loss = ce + self.hp.mining_weight * mining + self.hp.external_weight * external
         return {"ce": ce, "mining": mining, "external": external, "loss": loss}
-
-    def step(self, batch: Batch) -> dict[str, Tensor]:
-        assert self.optimizer is not None
-        self.optimizer.zero_grad(set_to_none=True)
-        logs = self.losses(batch, create_graph=True)
-        logs["loss"].backward()
-        logs = {k: v.detach() for k, v in logs.items()}
-        logs["grad_norm"] = self.clip_and_step(self.optimizer, self.params)
-        return logs
-
-    def val_loss(self, batch: Batch) -> Tensor:
-        with torch.enable_grad():
-            return self.losses(batch, create_graph=False)["loss"].detach()

@@ -75,23 +75,10 @@ class GALS(MaskGuided):
     protocols = {"fast": {"epochs": 2}}
     requires = frozenset({"labels", "masks"})
 
-    def losses(self, batch: Batch) -> dict[str, Tensor]:
+    def losses(self, batch: Batch, create_graph: bool) -> dict[str, Tensor]:
         x = batch.x.detach().requires_grad_(True)
         ce = F.cross_entropy(self.model(x), batch.y)
-        (grad,) = torch.autograd.grad(ce, x, create_graph=True)
+        (grad,) = torch.autograd.grad(ce, x, create_graph=create_graph)
         attention = attention_map(self.region(batch), self.hp.attention_blur)
         penalty = suppress_outside(grad, attention)
         return {"ce": ce, "penalty": penalty, "loss": ce + self.hp.gals_weight * penalty}
-
-    def step(self, batch: Batch) -> dict[str, Tensor]:
-        assert self.optimizer is not None
-        self.optimizer.zero_grad(set_to_none=True)
-        logs = self.losses(batch)
-        logs["loss"].backward()
-        logs = {k: v.detach() for k, v in logs.items()}
-        logs["grad_norm"] = self.clip_and_step(self.optimizer, self.params)
-        return logs
-
-    def val_loss(self, batch: Batch) -> Tensor:
-        with torch.enable_grad():
-            return self.losses(batch)["loss"].detach()

@@ -179,19 +179,6 @@ class ISNet(MaskGuided):
         return {"ce": ce, "background": background, "foreground": fg,
                 "loss": (1 - hp.heat_weight) * ce + hp.heat_weight * heat}
 
-    def step(self, batch: Batch) -> dict[str, Tensor]:
-        assert self.optimizer is not None
-        self.optimizer.zero_grad(set_to_none=True)
-        logs = self.losses(batch, create_graph=True)
-        logs["loss"].backward()
-        logs = {k: v.detach() for k, v in logs.items()}
-        logs["grad_norm"] = self.clip_and_step(self.optimizer, self.params)
-        return logs
-
-    def val_loss(self, batch: Batch) -> Tensor:
-        with torch.enable_grad():
-            return self.losses(batch, create_graph=False)["loss"].detach()
-
     def selectable(self) -> bool:
         """The calibration epochs train a plain network, not ISNet: they are not candidates."""
         return not self.calibrating

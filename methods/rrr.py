@@ -31,9 +31,9 @@ class RRRHparams(GuidedHparams):
             raise ValueError("penalty_weight must be >= 0")
 
 
-def log_prob_input_gradient(logits: Tensor, x: Tensor) -> Tensor:
+def log_prob_input_gradient(logits: Tensor, x: Tensor, create_graph: bool = True) -> Tensor:
     """∂/∂x Σ_k log p_k(x) per sample (RRR Eq. 1's explanation), with its graph kept for the double backward."""
-    (grad,) = torch.autograd.grad(F.log_softmax(logits, dim=1).sum(), x, create_graph=True)
+    (grad,) = torch.autograd.grad(F.log_softmax(logits, dim=1).sum(), x, create_graph=create_graph)
     return grad
 
 
@@ -53,23 +53,10 @@ class RRR(MaskGuided):
     protocols = {"fast": {"epochs": 2}}
     requires = frozenset({"labels", "masks"})
 
-    def losses(self, batch: Batch) -> dict[str, Tensor]:
+    def losses(self, batch: Batch, create_graph: bool) -> dict[str, Tensor]:
         x = batch.x.detach().requires_grad_(True)
         logits = self.model(x)
         ce = F.cross_entropy(logits, batch.y)
         irrelevant = 1.0 - self.region(batch)
-        penalty = rrr_penalty(log_prob_input_gradient(logits, x), irrelevant).mean()
+        penalty = rrr_penalty(log_prob_input_gradient(logits, x, create_graph), irrelevant).mean()
         return {"ce": ce, "penalty": penalty, "loss": ce + self.hp.penalty_weight * penalty}
-
-    def step(self, batch: Batch) -> dict[str, Tensor]:
-        assert self.optimizer is not None
-        self.optimizer.zero_grad(set_to_none=True)
-        logs = self.losses(batch)
-        logs["loss"].backward()
-        logs = {k: v.detach() for k, v in logs.items()}
-        logs["grad_norm"] = self.clip_and_step(self.optimizer, self.params)
-        return logs
-
-    def val_loss(self, batch: Batch) -> Tensor:
-        with torch.enable_grad():
-            return self.losses(batch)["loss"].detach()

@@ -1,7 +1,8 @@
-"""Shared fixtures: a tiny COLOURED MNIST configuration, an isolated dataset cache and the tiny dataset."""
+"""Shared fixtures: a tiny COLOURED MNIST configuration, an isolated dataset cache and the tiny dataset; a
+finite-difference gradient check."""
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -33,3 +34,20 @@ def isolated_cache(dataset_cache: Path, monkeypatch: pytest.MonkeyPatch) -> Path
 def tiny_dataset(dataset_cache: Path) -> BiasedDataset:
     """COLOURED MNIST at ``TINY_DATA`` sizes, seed 0, on the CPU (shared: tests must not modify it)."""
     return load_dataset("coloured_mnist", TINY_DATA, seed=0)
+
+
+def assert_matches_finite_differences(loss: Callable[[], torch.Tensor], params: list[torch.nn.Parameter],
+                                      step: float = 1e-6, samples: int = 5) -> None:
+    """Autograd's gradient of ``loss()`` (float64) equals central differences on about ``samples`` entries of
+    each parameter tensor."""
+    grads = torch.autograd.grad(loss(), params)
+    for param, grad in zip(params, grads, strict=True):
+        flat = param.data.view(-1)
+        for i in range(0, flat.numel(), max(1, flat.numel() // samples)):
+            old = flat[i].item()
+            flat[i] = old + step
+            up = loss().item()
+            flat[i] = old - step
+            down = loss().item()
+            flat[i] = old
+            assert grad.reshape(-1)[i].item() == pytest.approx((up - down) / (2 * step), rel=1e-5, abs=1e-8)

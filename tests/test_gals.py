@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from methods.gals import attention_map, gaussian_blur, suppress_outside
+from tests.conftest import assert_matches_finite_differences
 
 
 def test_suppress_outside_on_hand_built_gradients() -> None:
@@ -42,15 +43,4 @@ def test_parameter_gradient_equals_finite_differences() -> None:
         (grad,) = torch.autograd.grad(ce, inputs, create_graph=True)
         return ce + 100.0 * suppress_outside(grad, attention)
 
-    params = list(model.parameters())
-    grads = torch.autograd.grad(loss(), params)
-    for param, grad in zip(params, grads, strict=True):
-        flat = param.data.view(-1)
-        for i in range(0, flat.numel(), max(1, flat.numel() // 5)):
-            old = flat[i].item()
-            flat[i] = old + 1e-6
-            up = loss().item()
-            flat[i] = old - 1e-6
-            down = loss().item()
-            flat[i] = old
-            assert grad.reshape(-1)[i].item() == pytest.approx((up - down) / 2e-6, rel=1e-5, abs=1e-8)
+    assert_matches_finite_differences(loss, list(model.parameters()))

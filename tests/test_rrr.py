@@ -10,6 +10,7 @@ from torch import nn
 from bench.errors import UserError
 from bench.method import relevant_region
 from methods.rrr import log_prob_input_gradient, rrr_penalty
+from tests.conftest import assert_matches_finite_differences
 
 
 def region() -> torch.Tensor:
@@ -49,18 +50,7 @@ def test_parameter_gradient_equals_finite_differences() -> None:
         penalty = rrr_penalty(log_prob_input_gradient(logits, inputs), irrelevant).mean()
         return F.cross_entropy(logits, y) + 3.0 * penalty
 
-    params = list(model.parameters())
-    grads = torch.autograd.grad(loss(), params)
-    for param, grad in zip(params, grads, strict=True):
-        flat = param.data.view(-1)
-        for i in range(0, flat.numel(), max(1, flat.numel() // 5)):
-            old = flat[i].item()
-            flat[i] = old + 1e-6
-            up = loss().item()
-            flat[i] = old - 1e-6
-            down = loss().item()
-            flat[i] = old
-            assert grad.reshape(-1)[i].item() == pytest.approx((up - down) / 2e-6, rel=1e-5, abs=1e-8)
+    assert_matches_finite_differences(loss, list(model.parameters()))
 
 
 def test_the_relevant_region_follows_what_the_mask_outlines() -> None:
