@@ -225,6 +225,7 @@ class Row:
     method: str  # whose reference row applies
     runs: list[dict[str, Any]]
     chosen: list[dict[str, Any]]  # the epoch row each run contributes
+    snapshot: bool = False  # read off a stage boundary of another method's runs
 
 
 def rows_of(rep: Reproduction, records: list[dict[str, Any]]) -> list[Row]:
@@ -243,7 +244,7 @@ def rows_of(rep: Reproduction, records: list[dict[str, Any]]) -> list[Row]:
         for snap in rep.snapshots:
             if snap.method == method:
                 picked = [epoch_row(run, snap.epoch(run["config"]["hparams"])) for run in runs]
-                rows.append(Row(dataset, snap.label, snap.compare_with, runs, picked))
+                rows.append(Row(dataset, snap.label, snap.compare_with, runs, picked, snapshot=True))
     return rows
 
 
@@ -279,8 +280,9 @@ def paper_value(reference: pd.DataFrame, rep: Reproduction, row: Row, metric: st
 
 
 def trend(run: dict[str, Any], key: str) -> tuple[float, int]:
-    """Change of ``key`` (points) over the last ``TREND_WINDOW`` of the evaluated epochs, and their count."""
-    points = [100 * float(r[key]) for r in run.get("epochs") or [] if key in r]
+    """Change of ``key`` (points) over the last ``TREND_WINDOW`` of the selectable evaluated epochs (the
+    candidates of selection), and their count."""
+    points = [100 * float(r[key]) for r in run.get("epochs") or [] if key in r and r.get("selectable", True)]
     if len(points) < 2:
         return math.nan, 0
     window = max(1, round(TREND_WINDOW * len(points)))
@@ -293,10 +295,13 @@ def diagnosis(rep: Reproduction, row: Row, metric: str) -> str:
     parts = []
     changes = [trend(run, metric) for run in row.runs]
     moving = [c for c, n in changes if not math.isnan(c)]
-    if moving and not row.label.startswith(f"{row.method}:"):
+    if moving and not row.snapshot:
         window = changes[0][1]
-        parts.append(f"last {window} evaluated epochs: {sum(moving) / len(moving):+.2f}")
-    if row.method == row.runs[0]["method"]:
+        parts.append(f"last {window} selectable epochs: {sum(moving) / len(moving):+.2f}")
+    if row.snapshot:
+        epochs = sorted({int(c["epoch"]) for c in row.chosen if "epoch" in c})
+        parts.append(f"read at epoch {', '.join(map(str, epochs))}, the stage's last (no selection)")
+    else:
         oracle = mean_std(values([run["final"].get("oracle", {}) for run in row.runs], metric))[0]
         if not math.isnan(oracle):
             parts.append(f"oracle selection: {oracle:.2f}")
