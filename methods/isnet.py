@@ -16,6 +16,7 @@ from bench.data import Batch
 from bench.explain import explain, explain_with_logits
 from bench.method import register_method
 from methods._guided import GuidedHparams, MaskGuided
+from methods.explanation_distill import explained_classes
 
 LOGIT_MODES = ("all", "stochastic")
 
@@ -95,14 +96,6 @@ def foreground_loss(heatmaps: Tensor, foreground: Tensor, cut1: float, cut2: flo
     return (low + high).mean(-1)
 
 
-def explained_logits(logits: Tensor) -> Tensor:
-    """Per sample: the top class with probability ½, else one of the others uniformly (no host sync)."""
-    batch, classes = logits.shape
-    top = logits.argmax(1)
-    other = (top + torch.randint(1, classes, (batch,), device=logits.device)) % classes
-    return torch.where(torch.rand(batch, device=logits.device) < 0.5, top, other)
-
-
 @register_method("isnet")
 class ISNet(MaskGuided):
     """ISNet (Faster ISNet's LRP-Flex form): L = (1 − P)·CE + P·(A·L_background + B·L_foreground), the maps
@@ -150,7 +143,7 @@ class ISNet(MaskGuided):
         """(B×K'×C×H×W LRP-Flex maps, the logits of the first pass): K' = K classes, or 1 (stochastic)."""
         eps = self.hp.lrp_eps
         if self.hp.logits == "stochastic":
-            heatmap, logits, _ = explain_with_logits(self.model, x, explained_logits, "lrp_flex",
+            heatmap, logits, _ = explain_with_logits(self.model, x, lambda z: explained_classes(z, 0.5), "lrp_flex",
                                                      create_graph=create_graph, eps=eps)
             return heatmap[:, None], logits
         maps, logits = [], None

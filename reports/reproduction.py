@@ -256,7 +256,7 @@ def values(rows: list[dict[str, Any]], key: str) -> list[float]:
     return [100 * float(r[key]) for r in rows if key in r and r[key] is not None]
 
 
-def mean_std(vals: list[float]) -> tuple[float, float]:
+def mean_and_std(vals: list[float]) -> tuple[float, float]:
     if not vals:
         return math.nan, math.nan
     mean = sum(vals) / len(vals)
@@ -302,7 +302,7 @@ def diagnosis(rep: Reproduction, row: Row, metric: str) -> str:
         epochs = sorted({int(c["epoch"]) for c in row.chosen if "epoch" in c})
         parts.append(f"read at epoch {', '.join(map(str, epochs))}, the stage's last (no selection)")
     else:
-        oracle = mean_std(values([run["final"].get("oracle", {}) for run in row.runs], metric))[0]
+        oracle = mean_and_std(values([run["final"].get("oracle", {}) for run in row.runs], metric))[0]
         if not math.isnan(oracle):
             parts.append(f"oracle selection: {oracle:.2f}")
     for label, key in rep.diagnostics.get(row.runs[0]["method"], ()):
@@ -325,10 +325,10 @@ def table(rep: Reproduction, records: list[dict[str, Any]], reference: pd.DataFr
         base = baselines.get((row.dataset, row.runs[0]["protocol"]))
         off = []
         for metric in rep.metrics:
-            mean, std = mean_std(values(row.chosen, metric))
+            mean, std = mean_and_std(values(row.chosen, metric))
             paper = paper_value(reference, rep, row, metric)
             delta = mean - paper
-            gain = math.nan if base is None or base is row else mean - mean_std(values(base.chosen, metric))[0]
+            gain = math.nan if base is None or base is row else mean - mean_and_std(values(base.chosen, metric))[0]
             cells += [fmt(mean, std), "–" if math.isnan(paper) else f"{paper:g}",
                       "–" if math.isnan(delta) else f"{delta:+.2f}", "–" if math.isnan(gain) else f"{gain:+.2f}"]
             if not math.isnan(delta) and abs(delta) > TOLERANCE:
