@@ -92,6 +92,8 @@ class Method:
     is_teacher: ClassVar[bool] = False  # trains the teacher artifact (uses the protocol's teacher model)
     train_views: tuple[str, ...] = ("x",)  # views in a training batch besides x (e.g. "x_debiased")
     graph_capturable: ClassVar[bool] = False  # the whole step may be captured as one CUDA graph
+    # hyper-parameters ``perf`` sets so that it times the method's own step, not a warm-up stage's
+    perf_hparams: ClassVar[dict[str, Any]] = {}
     registry_name: ClassVar[str] = ""
 
     def __init__(self, ctx: MethodContext) -> None:

@@ -66,7 +66,8 @@ def measure(method_name: str, dataset: BiasedDataset, protocol: str, device: tor
             steps: int = 20, batch_size: int | None = None) -> PerfResult:
     """Images/s of one registered method's training step."""
     method_cls = get_method(method_name)
-    hp = resolve_hparams(method_cls, protocol, {"batch_size": batch_size} if batch_size else None)
+    hp = resolve_hparams(method_cls, protocol,
+                         {**method_cls.perf_hparams, **({"batch_size": batch_size} if batch_size else {})})
     proto = get_protocol(protocol)
     model = proto.teacher_model if method_cls.is_teacher else proto.model
     teacher = None

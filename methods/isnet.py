@@ -106,6 +106,7 @@ class ISNet(MaskGuided):
     Hparams = ISNetHparams
     protocols = {"fast": {"epochs": 3, "calibration_epochs": 1, "logits": "stochastic", "calibration_samples": 512}}
     requires = frozenset({"labels", "masks"})
+    perf_hparams = {"cut1": 1.0}  # past calibration: the heatmap step, not plain cross-entropy
 
     def build(self) -> None:
         super().build()
