@@ -3,8 +3,10 @@ Rohrbach, CVPR 2022), with its "suppress outside" loss; one of the mask-guided b
 et al. (2024).
 
 Deviation, stated in the card: GALS takes its attention map from CLIP (ResNet-50 Grad-CAM for a text prompt of
-the class), which cannot be loaded offline; here the attention is the dataset's relevant region (from the
-masks) blurred with a Gaussian, i.e. the "ideal" language attention, softened as CLIP's maps are.
+the class), which cannot be loaded offline. Two stand-ins: ``gals`` takes the dataset's relevant region (from the
+masks) blurred with a Gaussian, i.e. the "ideal" language attention, softened as CLIP's maps are; ``gals_teacher``
+takes the suite's teacher's Grad-CAM of the label class, the analog of DogsWithTies in Bassi et al. (2024), where
+GALS' CLIP is also the distillation teacher (no masks: the tie masks would name the shortcut).
 """
 from __future__ import annotations
 
@@ -16,8 +18,10 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from bench.data import Batch
-from bench.method import register_method
-from methods._guided import GuidedHparams, MaskGuided
+from bench.explain import explain
+from bench.explain.cam import upsample
+from bench.method import Method, TeacherStudentMethod, register_method
+from methods._guided import GuidedHparams, MaskGuided, rolled
 
 
 @dataclass
@@ -52,11 +56,14 @@ def gaussian_blur(maps: Tensor, sigma: float) -> Tensor:
     return F.conv2d(out, kernel.view(1, 1, -1, 1), padding=(radius, 0))
 
 
+def max_normalised(maps: Tensor) -> Tensor:
+    """B×1×H×W maps scaled per sample so that the maximum is 1 (an all-zero map stays zero)."""
+    return maps / maps.flatten(1).amax(1).clamp(min=1e-8)[:, None, None, None]
+
+
 def attention_map(region: Tensor, blur: float) -> Tensor:
-    """The attention A in [0, 1]: the relevant region blurred (σ = ``blur`` × image side), scaled per sample
-    so that its maximum is 1."""
-    blurred = gaussian_blur(region, blur * region.shape[-1])
-    return blurred / blurred.flatten(1).amax(1).clamp(min=1e-8)[:, None, None, None]
+    """The attention A in [0, 1]: the relevant region blurred (σ = ``blur`` × image side), max-normalised."""
+    return max_normalised(gaussian_blur(region, blur * region.shape[-1]))
 
 
 def suppress_outside(grad: Tensor, attention: Tensor) -> Tensor:
@@ -75,10 +82,34 @@ class GALS(MaskGuided):
     protocols = {"fast": {"epochs": 2}}
     requires = frozenset({"labels", "masks"})
 
+    def attention(self, batch: Batch) -> Tensor:
+        return attention_map(self.region(batch), self.hp.attention_blur)
+
     def losses(self, batch: Batch, create_graph: bool) -> dict[str, Tensor]:
         x = batch.x.detach().requires_grad_(True)
         ce = F.cross_entropy(self.model(x), batch.y)
         (grad,) = torch.autograd.grad(ce, x, create_graph=create_graph)
-        attention = attention_map(self.region(batch), self.hp.attention_blur)
-        penalty = suppress_outside(grad, attention)
+        penalty = suppress_outside(grad, self.attention(batch))
         return {"ce": ce, "penalty": penalty, "loss": ce + self.hp.gals_weight * penalty}
+
+
+@register_method("gals_teacher")
+class GALSTeacher(GALS, TeacherStudentMethod):
+    """GALS with its attention from the frozen teacher instead of CLIP: the teacher's Grad-CAM of the label class
+    (at its last feature map, on the teacher's view of the image), upsampled to the input and max-normalised, as
+    GALS turns CLIP's Grad-CAM into attention; ``attention_blur`` is not used. The random control rolls each
+    sample's attention map as the mask methods roll their regions."""
+
+    requires = frozenset({"labels", "teacher"})
+
+    def build(self) -> None:
+        Method.build(self)  # no masks to check
+
+    def attention(self, batch: Batch) -> Tensor:
+        with torch.enable_grad():
+            cam = explain(self.teacher, self.teacher_input(batch), batch.y, "gradcam")
+        attention = max_normalised(upsample(cam.detach(), batch.x))
+        if self.hp.mask_control == "random":
+            assert batch.index is not None
+            attention = rolled(attention, batch.index)
+        return attention

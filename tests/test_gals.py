@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from methods._guided import rolled
 from methods.gals import attention_map, gaussian_blur, suppress_outside
 from tests.conftest import assert_matches_finite_differences
 
@@ -44,3 +45,30 @@ def test_parameter_gradient_equals_finite_differences() -> None:
         return ce + 100.0 * suppress_outside(grad, attention)
 
     assert_matches_finite_differences(loss, list(model.parameters()))
+
+
+def test_gals_teacher_attention_is_the_teachers_label_grad_cam(tiny_dataset) -> None:  # noqa: ANN001
+    from bench.explain.cam import upsample
+    from bench.method import build_method, get_method, resolve_hparams
+    from bench.models import create_model
+    from tests.test_e2kd import gradcam_by_hand
+
+    torch.manual_seed(0)
+    teacher = create_model("small_cnn", tiny_dataset.num_classes).eval().requires_grad_(False)
+    split = tiny_dataset.splits["train"]
+    batch = split.batch(torch.arange(8), ("x",))
+
+    def built(control: str):  # noqa: ANN202
+        hp = resolve_hparams(get_method("gals_teacher"), "fast", {"batch_size": 8, "mask_control": control})
+        return build_method(get_method("gals_teacher"), hp, tiny_dataset, "small_cnn", torch.device("cpu"), teacher)
+
+    method = built("none")
+    assert method.requires == frozenset({"labels", "teacher"})
+    cam, _ = gradcam_by_hand(teacher, batch.x.clone().requires_grad_(True), batch.y)  # frozen: grads via x
+    expected = upsample(cam, batch.x)
+    expected = expected / expected.flatten(1).amax(1).clamp(min=1e-8)[:, None, None, None]
+    attention = method.attention(batch)
+    torch.testing.assert_close(attention, expected.detach())
+    assert attention.shape == (8, 1, *batch.x.shape[-2:]) and float(attention.max()) <= 1.0
+    torch.testing.assert_close(built("random").attention(batch), rolled(expected.detach(), batch.index))
+    assert float(method.losses(batch, create_graph=False)["penalty"]) >= 0
