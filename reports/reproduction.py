@@ -49,6 +49,19 @@ class Snapshot:
 
 
 @dataclass(frozen=True)
+class Tuning:
+    """Hyper-parameters the suite runs as a grid and the report picks, as the paper tuned them: per row (a method
+    on a dataset and protocol with its other hyper-parameters, e.g. the random-mask control, fixed), the grid
+    point with the highest mean of ``metric`` over seeds at the reproduction's selected epoch. The row says how it
+    was tuned and what was picked; the whole grid is a table of its own."""
+
+    methods: tuple[str, ...]
+    keys: tuple[str, ...]  # the tuned hyper-parameters
+    metric: str  # an epoch key, higher is better (e.g. val_ood_acc)
+    label: str  # e.g. "tuned on OOD validation"
+
+
+@dataclass(frozen=True)
 class Reproduction:
     name: str
     title: str
@@ -63,6 +76,7 @@ class Reproduction:
     notes: tuple[str, ...] = ()  # protocol deviations and interpretations (words: numbers come from records)
     baseline: str = "erm"  # each row's difference to this method's row of the same dataset and protocol
     analyses: tuple[Callable[[list[dict[str, Any]]], list[Block]], ...] = ()  # records → extra generated blocks
+    tuning: Tuning | None = None
 
 
 REPRODUCTIONS: dict[str, Reproduction] = {}
@@ -225,6 +239,82 @@ def add_records(rep: Reproduction, results_dir: Path, folder: Path = REPRODUCTIO
     return len(new)
 
 
+# --- tuning ------------------------------------------------------------------------------------------
+@dataclass
+class GridPoint:
+    group: tuple[str, ...]  # what the point is tuned within: method, dataset, protocol, the untuned settings
+    values: dict[str, Any]  # the tuned hyper-parameters
+    runs: list[dict[str, Any]]
+    score: float  # mean of the tuning metric (percent) over the runs
+    chosen: bool = False
+
+
+def grid_points(rep: Reproduction, records: list[dict[str, Any]]) -> list[GridPoint]:
+    """Every grid point of the tuned methods, with its score and whether it is its group's pick (ties: the
+    first in sorted order of the tuned values)."""
+    tuning = rep.tuning
+    if tuning is None:
+        return []
+    points: dict[tuple[tuple[str, ...], str], GridPoint] = {}
+    for record in sorted(records, key=lambda r: (r["run_id"], r["seed"])):
+        if record["method"] not in tuning.methods:
+            continue
+        hparams = record["config"].get("hparams") or {}
+        rest = {k: v for k, v in hparams.items() if k not in tuning.keys}
+        group = (record["method"], record["dataset"], json.dumps(record["config"]["dataset_params"], sort_keys=True),
+                 record["protocol"], json.dumps(rest, sort_keys=True))
+        setting = {k: hparams.get(k) for k in tuning.keys}
+        key = (group, json.dumps(setting, sort_keys=True))
+        points.setdefault(key, GridPoint(group, setting, [], math.nan)).runs.append(record)
+    for point in points.values():
+        point.score = mean_and_std(values([run["final"].get(rep.selection, {}) for run in point.runs],
+                                          tuning.metric))[0]
+    best: dict[tuple[str, ...], GridPoint] = {}
+    for _, point in sorted(points.items(), key=lambda kv: kv[0][1]):
+        current = best.get(point.group)
+        if not math.isnan(point.score) and (current is None or point.score > current.score):
+            best[point.group] = point
+    for point in best.values():
+        point.chosen = True
+    return [points[k] for k in sorted(points, key=lambda k: (k[0], k[1]))]
+
+
+def tuned(rep: Reproduction, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``records`` without the grid points that tuning did not pick."""
+    dropped = {run["run_id"] for point in grid_points(rep, records) if not point.chosen for run in point.runs}
+    return [r for r in records if r["run_id"] not in dropped]
+
+
+def grid_table(rep: Reproduction, records: list[dict[str, Any]]) -> Table:
+    assert rep.tuning is not None
+    names = display_names(records)
+    columns = ["dataset", "protocol", "method", *rep.tuning.keys, "seeds", f"{rep.tuning.metric} (tuning)",
+               *rep.metrics, "picked"]
+    body = []
+    for point in grid_points(rep, records):
+        run = point.runs[0]
+        label, dataset = names[run["run_id"]]
+        chosen = [r["final"].get(rep.selection, {}) for r in point.runs]
+        body.append([dataset, run["protocol"], label.split(" [")[0] + _untuned_suffix(point),
+                     *[str(point.values[k]) for k in rep.tuning.keys], str(len(point.runs)),
+                     fmt(*mean_and_std(values(chosen, rep.tuning.metric))),
+                     *[fmt(*mean_and_std(values(chosen, m))) for m in rep.metrics], "yes" if point.chosen else ""])
+    return Table(columns, body, f"{rep.name}-tuning")
+
+
+def _untuned_suffix(point: GridPoint) -> str:
+    rest = json.loads(point.group[-1])
+    return f" [{', '.join(f'{k}={v}' for k, v in sorted(rest.items()))}]" if rest else ""
+
+
+def tuning_note(rep: Reproduction, run: dict[str, Any]) -> str:
+    if rep.tuning is None or run["method"] not in rep.tuning.methods:
+        return ""
+    hparams = run["config"].get("hparams") or {}
+    picked = ", ".join(f"{k}={hparams.get(k)}" for k in rep.tuning.keys)
+    return f" · {rep.tuning.label} ({rep.tuning.metric}): {picked}"
+
+
 # --- the table ---------------------------------------------------------------------------------------
 @dataclass
 class Row:
@@ -237,6 +327,7 @@ class Row:
 
 
 def rows_of(rep: Reproduction, records: list[dict[str, Any]]) -> list[Row]:
+    records = tuned(rep, records)
     names = display_names(records)
     groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
     for record in sorted(records, key=lambda r: (names[r["run_id"]][1], r["protocol"], names[r["run_id"]][0],
@@ -248,7 +339,8 @@ def rows_of(rep: Reproduction, records: list[dict[str, Any]]) -> list[Row]:
         if (runs[0].get("meta") or {}).get("is_teacher"):
             continue
         method = runs[0]["method"]
-        rows.append(Row(dataset, label, method, runs, [run["final"].get(rep.selection, {}) for run in runs]))
+        rows.append(Row(dataset, label + tuning_note(rep, runs[0]), method, runs,
+                        [run["final"].get(rep.selection, {}) for run in runs]))
         for snap in rep.snapshots:
             if snap.method == method:
                 picked = [epoch_row(run, snap.epoch(run["config"]["hparams"])) for run in runs]
@@ -387,6 +479,13 @@ def blocks(rep: Reproduction, records: list[dict[str, Any]], reference: pd.DataF
         f"Δ = ours − paper. Seeds run: {', '.join(map(str, seeds))}. Device(s): {', '.join(devices)}. "
         f"Code revision(s): {', '.join(r[:12] for r in revisions)}. Total run time: {hours:.2f} h."))
     out.append(table(rep, records, reference))
+    if rep.tuning is not None and grid_points(rep, records):
+        out += [Heading(2, f"Tuning: {rep.tuning.label}"),
+                Para(f"Every grid point of {', '.join(f'`{m}`' for m in rep.tuning.methods)} over "
+                     f"{', '.join(f'`{k}`' for k in rep.tuning.keys)}: each row above is the point with the highest "
+                     f"mean `{rep.tuning.metric}` at its `{rep.selection}` epoch, picked within the same method, "
+                     "dataset, protocol and untuned settings (the random-mask control is tuned as its own row)."),
+                grid_table(rep, records)]
     for analysis in rep.analyses:
         out += analysis(records)
     if rep.notes:

@@ -103,3 +103,40 @@ def test_runs_of_an_uncommitted_tree_are_refused(tmp_path: Path, tiny_rep: Repro
     with pytest.raises(UserError, match="uncommitted"):
         add_records(tiny_rep, tmp_path / "runs", tmp_path / "reproductions")
     assert not (tmp_path / "reproductions").exists()
+
+
+def hand_record(run_id: str, hparams: dict, seed: int, val_ood: float, iid: float) -> dict:
+    return {"run_id": run_id, "method": "rrr", "dataset": "objects_on_scenes", "protocol": "cpu", "model": "small_cnn",
+            "seed": seed, "config": {"hparams": hparams, "dataset_params": {}},
+            "final": {"iid_val": {"val_ood_acc": val_ood, "iid_acc": iid, "epoch": 3}}}
+
+
+def test_tuning_picks_per_row_by_the_validation_metric_and_shows_the_grid() -> None:
+    from reports.reproduction import Tuning, grid_points, grid_table, rows_of
+
+    rep = Reproduction(name="t", title="T", suite="quick", protocols=("cpu",), source="x", selection="iid_val",
+                       metrics=("iid_acc",), curve_keys=(),
+                       tuning=Tuning(("rrr",), ("penalty_weight",), "val_ood_acc", "tuned on OOD validation"))
+    records = [hand_record(f"r{w}-{c}-{s}", {"penalty_weight": w, "mask_control": c}, s, score, 0.9)
+               for (w, c, score) in [(10, "none", 0.5), (100, "none", 0.7), (1000, "none", 0.6),
+                                     (10, "random", 0.4), (100, "random", 0.3), (1000, "random", 0.2)]
+               for s in (0, 1)]
+    records[3]["final"]["iid_val"]["val_ood_acc"] = 0.8  # w=100, none, seed 1: mean 0.75
+    points = grid_points(rep, records)
+    assert len(points) == 6 and all(len(p.runs) == 2 for p in points)
+    picked = {(json_rest(p), p.values["penalty_weight"]) for p in points if p.chosen}
+    assert picked == {("none", 100), ("random", 10)}  # each row tuned on its own
+    assert next(p for p in points if p.chosen and json_rest(p) == "none").score == pytest.approx(75.0)
+    rows = rows_of(rep, records)
+    labels = sorted(r.label for r in rows)
+    assert len(rows) == 2 and all(len(r.runs) == 2 for r in rows)
+    assert labels[0].endswith("tuned on OOD validation (val_ood_acc): penalty_weight=100")
+    assert labels[1].endswith("penalty_weight=10") and "mask_control=random" in labels[1]
+    grid = grid_table(rep, records)
+    assert [row[-1] for row in grid.rows].count("yes") == 2 and len(grid.rows) == 6
+
+
+def json_rest(point) -> str:  # noqa: ANN001
+    import json
+
+    return json.loads(point.group[-1])["mask_control"]
