@@ -94,6 +94,33 @@ def test_a_dataset_entry_may_set_its_own_seed_count(tmp_path: Path) -> None:
         suite_from_yaml(path)
 
 
+def test_a_grid_runs_every_point_of_its_product(tmp_path: Path) -> None:
+    path = tmp_path / "s.yaml"
+    path.write_text("name: s\nprotocol: fast\nmethods: [erm, rrr]\nseeds: 2\nhparams: {rrr: {epochs: 1}}\n"
+                    "datasets:\n  - name: mnist_background\n    hparams: {rrr: {lr: 0.1}}\n"
+                    "    grid: {rrr: {penalty_weight: [1.0, 10.0], mask_control: [none, random]}}\n")
+    configs = suite_from_yaml(path).expand()
+    rrr = sorted((c.hparams["penalty_weight"], c.hparams["mask_control"], c.seed) for c in configs
+                 if c.method == "rrr")
+    assert rrr == [(w, m, s) for w in (1.0, 10.0) for m in ("none", "random") for s in (0, 1)]
+    assert all(c.hparams["epochs"] == 1 and c.hparams["lr"] == 0.1 for c in configs if c.method == "rrr")
+    assert len({c.run_id for c in configs}) == len(configs) == 8 + 2
+    path.write_text("name: s\nprotocol: fast\nmethods: [rrr]\ndatasets:\n  - name: mnist_background\n"
+                    "    grid: {rrr: {penalty_weight: []}}\n")
+    with pytest.raises(UserError, match="needs at least one value per key"):
+        suite_from_yaml(path)
+
+
+def test_the_suite_teacher_model_is_the_teacher_run_and_every_students_teacher(tmp_path: Path) -> None:
+    path = tmp_path / "s.yaml"
+    path.write_text("name: s\nprotocol: fast\nmodel: resnet18_small\nteacher_model: cnn3\n"
+                    "methods: [teacher, output_distill, erm]\ndatasets: [coloured_mnist]\n")
+    configs = {c.method: c for c in suite_from_yaml(path).expand()}
+    assert configs["teacher"].model == "cnn3" and configs["erm"].model == "resnet18_small"
+    assert configs["output_distill"].teacher == configs["teacher"].to_dict()  # the run the sweep trains first
+    assert configs["output_distill"].model == "resnet18_small"
+
+
 def test_paper_nd_cmnist_compares_per_ratio(tmp_path: Path) -> None:
     suite = get_suite("paper-nd-cmnist")
     small = {**TINY_DATA, "train_size": 256}
