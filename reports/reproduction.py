@@ -55,8 +55,7 @@ class Tuning:
     point with the highest mean of ``metric`` over seeds at the reproduction's selected epoch. The row says how it
     was tuned and what was picked; the whole grid is a table of its own."""
 
-    methods: tuple[str, ...]
-    keys: tuple[str, ...]  # the tuned hyper-parameters
+    keys: dict[str, tuple[str, ...]]  # method → its tuned hyper-parameters
     metric: str  # an epoch key, higher is better (e.g. val_ood_acc)
     label: str  # e.g. "tuned on OOD validation"
 
@@ -257,13 +256,14 @@ def grid_points(rep: Reproduction, records: list[dict[str, Any]]) -> list[GridPo
         return []
     points: dict[tuple[tuple[str, ...], str], GridPoint] = {}
     for record in sorted(records, key=lambda r: (r["run_id"], r["seed"])):
-        if record["method"] not in tuning.methods:
+        keys = tuning.keys.get(record["method"])
+        if keys is None:
             continue
         hparams = record["config"].get("hparams") or {}
-        rest = {k: v for k, v in hparams.items() if k not in tuning.keys}
+        rest = {k: v for k, v in hparams.items() if k not in keys}
         group = (record["method"], record["dataset"], json.dumps(record["config"]["dataset_params"], sort_keys=True),
                  record["protocol"], json.dumps(rest, sort_keys=True))
-        setting = {k: hparams.get(k) for k in tuning.keys}
+        setting = {k: hparams.get(k) for k in keys}
         key = (group, json.dumps(setting, sort_keys=True))
         points.setdefault(key, GridPoint(group, setting, [], math.nan)).runs.append(record)
     for point in points.values():
@@ -288,7 +288,7 @@ def tuned(rep: Reproduction, records: list[dict[str, Any]]) -> list[dict[str, An
 def grid_table(rep: Reproduction, records: list[dict[str, Any]]) -> Table:
     assert rep.tuning is not None
     names = display_names(records)
-    columns = ["dataset", "protocol", "method", *rep.tuning.keys, "seeds", f"{rep.tuning.metric} (tuning)",
+    columns = ["dataset", "protocol", "method", "grid point", "seeds", f"{rep.tuning.metric} (tuning)",
                *rep.metrics, "picked"]
     body = []
     for point in grid_points(rep, records):
@@ -296,7 +296,7 @@ def grid_table(rep: Reproduction, records: list[dict[str, Any]]) -> Table:
         label, dataset = names[run["run_id"]]
         chosen = [r["final"].get(rep.selection, {}) for r in point.runs]
         body.append([dataset, run["protocol"], label.split(" [")[0] + _untuned_suffix(point),
-                     *[str(point.values[k]) for k in rep.tuning.keys], str(len(point.runs)),
+                     ", ".join(f"{k}={v}" for k, v in point.values.items()), str(len(point.runs)),
                      fmt(*mean_and_std(values(chosen, rep.tuning.metric))),
                      *[fmt(*mean_and_std(values(chosen, m))) for m in rep.metrics], "yes" if point.chosen else ""])
     return Table(columns, body, f"{rep.name}-tuning")
@@ -308,10 +308,10 @@ def _untuned_suffix(point: GridPoint) -> str:
 
 
 def tuning_note(rep: Reproduction, run: dict[str, Any]) -> str:
-    if rep.tuning is None or run["method"] not in rep.tuning.methods:
+    if rep.tuning is None or run["method"] not in rep.tuning.keys:
         return ""
     hparams = run["config"].get("hparams") or {}
-    picked = ", ".join(f"{k}={hparams.get(k)}" for k in rep.tuning.keys)
+    picked = ", ".join(f"{k}={hparams.get(k)}" for k in rep.tuning.keys[run["method"]])
     return f" · {rep.tuning.label} ({rep.tuning.metric}): {picked}"
 
 
@@ -481,8 +481,9 @@ def blocks(rep: Reproduction, records: list[dict[str, Any]], reference: pd.DataF
     out.append(table(rep, records, reference))
     if rep.tuning is not None and grid_points(rep, records):
         out += [Heading(2, f"Tuning: {rep.tuning.label}"),
-                Para(f"Every grid point of {', '.join(f'`{m}`' for m in rep.tuning.methods)} over "
-                     f"{', '.join(f'`{k}`' for k in rep.tuning.keys)}: each row above is the point with the highest "
+                Para("Every grid point of " + "; ".join(f"`{m}` over {', '.join(f'`{k}`' for k in keys)}"
+                                                       for m, keys in rep.tuning.keys.items())
+                     + f": each row above is the point with the highest "
                      f"mean `{rep.tuning.metric}` at its `{rep.selection}` epoch, picked within the same method, "
                      "dataset, protocol and untuned settings (the random-mask control is tuned as its own row)."),
                 grid_table(rep, records)]

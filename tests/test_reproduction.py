@@ -116,7 +116,7 @@ def test_tuning_picks_per_row_by_the_validation_metric_and_shows_the_grid() -> N
 
     rep = Reproduction(name="t", title="T", suite="quick", protocols=("cpu",), source="x", selection="iid_val",
                        metrics=("iid_acc",), curve_keys=(),
-                       tuning=Tuning(("rrr",), ("penalty_weight",), "val_ood_acc", "tuned on OOD validation"))
+                       tuning=Tuning({"rrr": ("penalty_weight",)}, "val_ood_acc", "tuned on OOD validation"))
     records = [hand_record(f"r{w}-{c}-{s}", {"penalty_weight": w, "mask_control": c}, s, score, 0.9)
                for (w, c, score) in [(10, "none", 0.5), (100, "none", 0.7), (1000, "none", 0.6),
                                      (10, "random", 0.4), (100, "random", 0.3), (1000, "random", 0.2)]
