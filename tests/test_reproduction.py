@@ -140,3 +140,16 @@ def json_rest(point) -> str:  # noqa: ANN001
     import json
 
     return json.loads(point.group[-1])["mask_control"]
+
+
+def test_mask_control_table_sets_real_masks_against_random_ones() -> None:
+    from reports.reproduction import control_table
+
+    rep = Reproduction(name="t", title="T", suite="quick", protocols=("cpu",), source="x", selection="iid_val",
+                       metrics=("iid_acc",), curve_keys=())
+    records = [hand_record(f"r-{c}-{s}", {"mask_control": c}, s, 0.5, acc)
+               for c, accs in (("none", (0.9, 0.8)), ("random", (0.6, 0.5))) for s, acc in enumerate(accs)]
+    table = control_table(rep, records)
+    assert table is not None and table.rows == [["objects_on_scenes", "cpu", "rrr", "85.00 ± 7.07", "55.00 ± 7.07",
+                                                 "+30.00"]]
+    assert control_table(rep, [r for r in records if "none" in r["run_id"]]) is None  # no pair, no table
