@@ -46,8 +46,16 @@ class TrainHparams:
     weight_decay: float = 0.0
     grad_clip: float = 1.0
     augment: str = "none"  # training-batch augmentation (bench.augment): none | crop_flip
+    # step schedule: lr × lr_gamma^(number of milestones reached), a milestone m taking effect from epoch m + 1
+    lr_milestones: tuple[int, ...] = ()
+    lr_gamma: float = 0.1
 
     def __post_init__(self) -> None:
+        self.lr_milestones = _milestones(self.lr_milestones)
+        if any(b <= a for a, b in zip(self.lr_milestones, self.lr_milestones[1:], strict=False)):
+            raise ValueError(f"lr_milestones must be increasing epochs >= 1, got {list(self.lr_milestones)}")
+        if not 0 < self.lr_gamma <= 1:
+            raise ValueError(f"lr_gamma must be in (0, 1], got {self.lr_gamma}")
         # upper bounds: a larger value is a typo (10**12 epochs never ends), not an experiment
         if not 1 <= self.epochs <= 100_000:
             raise ValueError(f"epochs must be in [1, 100000], got {self.epochs}")
@@ -61,6 +69,24 @@ class TrainHparams:
             raise ValueError("weight_decay and grad_clip must be >= 0 (grad_clip 0 = off)")
         if self.augment not in AUGMENTATIONS:
             raise ValueError(f"augment must be one of {', '.join(AUGMENTATIONS)}, got {self.augment!r}")
+
+
+def _milestones(value: Any) -> tuple[int, ...]:
+    """Epoch milestones from a list, a tuple or a CLI string ("25,130" or "[25, 130]")."""
+    if isinstance(value, str):
+        value = [v for v in value.strip().strip("[]").replace(" ", "").split(",") if v]
+    try:
+        out = tuple(int(v) for v in value)
+    except (TypeError, ValueError):
+        raise ValueError(f"lr_milestones must be a list of epochs, got {value!r}") from None
+    if any(m < 1 or isinstance(v, float) and not float(v).is_integer() for m, v in zip(out, value, strict=True)):
+        raise ValueError(f"lr_milestones must be increasing epochs >= 1, got {list(value)}")
+    return out
+
+
+# options added after runs were recorded: left out of a run's config at their default, so that adding an option
+# never renames the runs made before it
+LATER_OPTIONS: dict[str, Any] = {"lr_milestones": (), "lr_gamma": 0.1}
 
 
 @dataclass
@@ -92,6 +118,8 @@ class Method:
     is_teacher: ClassVar[bool] = False  # trains the teacher artifact (uses the protocol's teacher model)
     train_views: tuple[str, ...] = ("x",)  # views in a training batch besides x (e.g. "x_debiased")
     graph_capturable: ClassVar[bool] = False  # the whole step may be captured as one CUDA graph
+    # False where the method schedules its own learning rates (its stages or a warm-up): no lr_milestones
+    step_schedule: ClassVar[bool] = True
     # hyper-parameters ``perf`` sets so that it times the method's own step, not a warm-up stage's
     perf_hparams: ClassVar[dict[str, Any]] = {}
     registry_name: ClassVar[str] = ""
@@ -147,6 +175,21 @@ class Method:
     def sgd(self, params: Any) -> torch.optim.Optimizer:
         hp = self.hp
         return torch.optim.SGD(params, lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay)
+
+    def scheduled_optimizers(self) -> list[torch.optim.Optimizer]:
+        """The optimizers the step schedule (``lr_milestones``) scales. Default: ``self.optimizer``."""
+        return [self.optimizer] if self.optimizer is not None else []
+
+    def apply_lr_schedule(self, epoch: int) -> None:
+        """Set each scheduled optimizer's learning rates for 0-based ``epoch`` from the rates it was built with
+        (kept in its param groups as ``initial_lr``, so a resumed run continues the same schedule)."""
+        if not self.hp.lr_milestones:
+            return
+        factor = self.hp.lr_gamma ** sum(epoch >= m for m in self.hp.lr_milestones)
+        for optimizer in self.scheduled_optimizers():
+            for group in optimizer.param_groups:
+                group.setdefault("initial_lr", group["lr"])
+                group["lr"] = group["initial_lr"] * factor
 
     def clip_and_step(self, optimizer: torch.optim.Optimizer, params: list[Tensor]) -> Tensor:
         """Clip the gradient norm (no host sync) and step; returns the pre-clip norm."""
@@ -267,11 +310,21 @@ def resolve_hparams(method: type[Method], protocol: str, overrides: dict[str, An
     """Paper defaults, then the method's per-protocol overrides, then the user's overrides."""
     values = dict(method.protocols.get(protocol, {}))
     values.update(overrides or {})
-    return build_dataclass(method.Hparams, values, f"{method.registry_name} hyper-parameter")
+    hp = build_dataclass(method.Hparams, values, f"{method.registry_name} hyper-parameter")
+    if getattr(hp, "lr_milestones", ()) and not method.step_schedule:
+        raise UserError(f"{method.registry_name} schedules its own learning rates; lr_milestones does not apply "
+                        "to it (leave it out)")
+    return hp
 
 
 def hparams_dict(hp: Any) -> dict[str, Any]:
-    return dataclasses.asdict(hp)
+    values = dataclasses.asdict(hp)
+    for key, default in LATER_OPTIONS.items():
+        if key in values and values[key] == default:
+            del values[key]
+    if "lr_milestones" in values:
+        values["lr_milestones"] = list(values["lr_milestones"])
+    return values
 
 
 def supervision_budget(method: str, teacher_method: str | None = None) -> list[str]:

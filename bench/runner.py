@@ -301,6 +301,7 @@ class _Training:
         epochs = range(start, self.hp.epochs)
         bar = _progress_bar(epochs, self.cfg.label(), self.show_progress, start, self.hp.epochs)
         for epoch in bar:
+            self.method.apply_lr_schedule(epoch)
             self.method.on_epoch_start(epoch)
             train_logs = self._train_epoch(epoch, step)
             evaluated = (epoch + 1) % self.protocol.eval_every == 0 or epoch + 1 == self.hp.epochs
@@ -319,7 +320,9 @@ class _Training:
     def _stepper(self) -> Callable[[Batch], dict[str, Tensor]]:
         from bench import cudagraph
 
-        if self.device.type == "cuda" and self.method_cls.graph_capturable and cudagraph.enabled():
+        # a captured step bakes its learning rate in: a step schedule runs eager
+        if (self.device.type == "cuda" and self.method_cls.graph_capturable and cudagraph.enabled()
+                and not self.hp.lr_milestones):
             from bench.cudagraph import GraphedStep
 
             return GraphedStep(self.method.step)

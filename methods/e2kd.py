@@ -79,6 +79,7 @@ class E2KD(TeacherStudentMethod):
     Hparams = E2KDHparams
     protocols = {"fast": {"epochs": 6, "warmup_epochs": 1}}
     requires = frozenset({"teacher"})
+    step_schedule = False  # warm-up and cosine decay (on_epoch_start)
 
     def build(self) -> None:
         self.model = self.new_model()

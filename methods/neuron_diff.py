@@ -159,6 +159,7 @@ class NeuronDiff(Method):
     protocols = {"fast": {"epochs": 7, "bias_epochs": 1, "vanilla_epochs": 2, "finetune_epochs": 1,
                           "reassign_every": 1, "batch_size": 128}}
     requires = frozenset({"labels"})
+    step_schedule = False  # its stages set their optimisers and rates
     perf_hparams = {"bias_epochs": 0, "vanilla_epochs": 0}  # time the mask step (both sub-models), the costliest
 
     def build(self) -> None:

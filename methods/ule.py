@@ -80,6 +80,9 @@ class ULE(Method):
         self.optimizer = self.sgd(self.teacher_params)
         self.student_optimizer = self.sgd(self.student_params)
 
+    def scheduled_optimizers(self) -> list[torch.optim.Optimizer]:
+        return [self.optimizer, self.student_optimizer]
+
     def losses(self, batch: Batch, create_graph: bool) -> dict[str, Tensor]:
         hp = self.hp
         x = batch.x.detach().requires_grad_(True)
