@@ -126,15 +126,22 @@ register_reproduction(Reproduction(
 ))
 
 
-register_reproduction(Reproduction(
-    name="tea-table1-cmnist",
-    title="Explanation distillation, Table 1 (COLOURED MNIST 100 % column)",
-    suite="repro-tea-cmnist-cpu",
-    protocols=("cpu",),
-    source="Bassi et al. 2024",
-    selection="iid_val",
-    metrics=("iid_acc", "ood_acc", "shift_acc"),
-    curve_keys=("train_loss", "val_loss", "iid_acc", "ood_acc", "shift_acc", "iid_agreement", "ood_agreement"),
+SPLIT_ACCURACIES = ("iid_acc", "ood_acc", "shift_acc")
+TEA_CURVES = ("train_loss", "val_loss", "iid_acc", "ood_acc", "shift_acc", "iid_agreement", "ood_agreement")
+
+
+def tea_table1(name: str, title: str, suite: str, protocol: str, notes: tuple[str, ...],
+               curve_keys: tuple[str, ...] = TEA_CURVES, tuning: Tuning | None = None) -> Reproduction:
+    """A column of Table 1 of the explanation-distillation paper: IID / OOD / shift accuracy, checkpoints
+    selected on the biased validation split, as the paper."""
+    return register_reproduction(Reproduction(
+        name=name, title=title, suite=suite, protocols=(protocol,), source="Bassi et al. 2024", selection="iid_val",
+        metrics=SPLIT_ACCURACIES, curve_keys=curve_keys, notes=notes, tuning=tuning))
+
+
+tea_table1(
+    "tea-table1-cmnist", "Explanation distillation, Table 1 (COLOURED MNIST 100 % column)", "repro-tea-cmnist-cpu",
+    "cpu",
     notes=(
         "Small CNN student and teacher instead of ResNet18 and ResNet34 (the paper protocol is 72 CPU-hours; "
         "`tests/gpu/reproduce_paper_cmnist.py` runs it on a GPU). Claims compared: the ordering of the rows and "
@@ -144,22 +151,16 @@ register_reproduction(Reproduction(
         "The paper's IRM, GroupDRO and PGI rows are copied from Ahmed et al. at 80 % bias and are not methods of "
         "this suite yet.",
     ),
-))
+)
 
-register_reproduction(Reproduction(
-    name="tea-table1-cmnist-gpu",
-    title="Explanation distillation, Table 1 (COLOURED MNIST 100 % column), paper protocol",
-    suite="paper-tea-cmnist",
-    protocols=("paper",),
-    source="Bassi et al. 2024",
-    selection="iid_val",
-    metrics=("iid_acc", "ood_acc", "shift_acc"),
-    curve_keys=("train_loss", "val_loss", "iid_acc", "ood_acc", "shift_acc", "iid_agreement", "ood_agreement"),
+tea_table1(
+    "tea-table1-cmnist-gpu", "Explanation distillation, Table 1 (COLOURED MNIST 100 % column), paper protocol",
+    "paper-tea-cmnist", "paper",
     notes=(
         "ResNet18 student and ResNet34 teacher (torchvision layout, not adapted to 28×28) with the appendix's "
         "epochs, on a GPU (`tests/gpu/reproduce_paper_cmnist.py`); runs appear as a lent GPU finishes them.",
     ),
-))
+)
 
 register_reproduction(Reproduction(
     name="e2kd-waterbirds",
@@ -188,7 +189,7 @@ register_reproduction(Reproduction(
     protocols=("cpu",),
     source="no published MNIST-SC number",
     selection="iid_val",
-    metrics=("iid_acc", "ood_acc", "shift_acc"),
+    metrics=SPLIT_ACCURACIES,
     curve_keys=("train_loss", "val_loss", "iid_acc", "ood_acc", "shift_acc"),
     notes=(
         "ULE publishes no MNIST-SC number, its unlearning weight is tuned per dataset and its optimiser, saliency "
@@ -200,15 +201,9 @@ MASK_NOTE = ("Mask-guided rows run twice: with the dataset's masks (`mask_contro
              "area placed at random (`mask_control=random`, fixed per training image); the table 'What the masks' "
              "content buys' gives their difference.")
 
-register_reproduction(Reproduction(
-    name="tea-table1-dogs",
-    title="Explanation distillation, Table 1 (DogsWithTies column), on the dogs_with_ties analog",
-    suite="repro-tea-dogs-cpu",
-    protocols=("cpu",),
-    source="Bassi et al. 2024",
-    selection="iid_val",
-    metrics=("iid_acc", "ood_acc", "shift_acc"),
-    curve_keys=("train_loss", "val_loss", "iid_acc", "ood_acc", "shift_acc", "iid_agreement", "ood_agreement"),
+tea_table1(
+    "tea-table1-dogs", "Explanation distillation, Table 1 (DogsWithTies column), on the dogs_with_ties analog",
+    "repro-tea-dogs-cpu", "cpu",
     notes=(
         "Not the paper's photos: emoji dogs with drawn ties on procedural scenes, at 32×32, and a small CNN teacher "
         "trained on the tie-free images instead of zero-shot CLIP. Compare orderings and gaps (IID against OOD and "
@@ -218,16 +213,11 @@ register_reproduction(Reproduction(
         "not the paper's comparison. The paper's GALS row (CLIP attention) corresponds to `gals_teacher`.",
         MASK_NOTE,
     ),
-))
+)
 
-register_reproduction(Reproduction(
-    name="tea-table1-scenes",
-    title="Explanation distillation, Table 1 (COCO-on-Places 100 % column), on the objects_on_scenes analog",
-    suite="repro-tea-scenes-cpu",
-    protocols=("cpu",),
-    source="Bassi et al. 2024",
-    selection="iid_val",
-    metrics=("iid_acc", "ood_acc", "shift_acc"),
+tea_table1(
+    "tea-table1-scenes", "Explanation distillation, Table 1 (COCO-on-Places 100 % column), on the objects_on_scenes "
+    "analog", "repro-tea-scenes-cpu", "cpu",
     curve_keys=("train_loss", "val_loss", "val_ood_acc", "iid_acc", "ood_acc", "shift_acc", "iid_agreement",
                 "ood_agreement"),
     tuning=Tuning({"rrr": ("penalty_weight",), "gain": ("external_weight",), "isnet": ("heat_weight", "gwrp_decay"),
@@ -238,23 +228,14 @@ register_reproduction(Reproduction(
         "The mask methods' loss weights are tuned on OOD validation data, as the paper tuned them (an advantage the "
         "distillation rows do not have); checkpoints are still selected on the biased validation split.",
         MASK_NOTE,
-    ),
-))
+    ),)
 
 for _column, _suite, _title in (("dogs", "paper-tea-dogs", "DogsWithTies"),
                                 ("scenes", "paper-tea-scenes", "COCO-on-Places 100 %")):
-    register_reproduction(Reproduction(
-        name=f"tea-table1-{_column}-gpu",
-        title=f"Explanation distillation, Table 1 ({_title} column), paper protocol on the analog",
-        suite=_suite,
-        protocols=("paper",),
-        source="Bassi et al. 2024",
-        selection="iid_val",
-        metrics=("iid_acc", "ood_acc", "shift_acc"),
-        curve_keys=("train_loss", "val_loss", "iid_acc", "ood_acc", "shift_acc", "iid_agreement", "ood_agreement"),
-        notes=("The paper's models, epochs and optimiser settings on the suite's analog data, for a GPU; the "
-               "suite's description lists what differs from the paper (teacher, initialisation).",),
-    ))
+    tea_table1(f"tea-table1-{_column}-gpu", f"Explanation distillation, Table 1 ({_title} column), paper protocol on "
+               "the analog", _suite, "paper",
+               notes=("The paper's models, epochs and optimiser settings on the suite's analog data, for a GPU; the "
+                      "suite's description lists what differs from the paper (teacher, initialisation).",))
 
 register_reproduction(Reproduction(
     name="masks-mnist-background",
@@ -263,7 +244,7 @@ register_reproduction(Reproduction(
     protocols=("cpu",),
     source="no published number",
     selection="iid_val",
-    metrics=("iid_acc", "ood_acc", "shift_acc"),
+    metrics=SPLIT_ACCURACIES,
     curve_keys=("train_loss", "val_loss", "iid_acc", "ood_acc", "shift_acc"),
     notes=(
         "The ISNet papers' MNIST background pattern is unpublished; the stripes are ours, so no published number "
