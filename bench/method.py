@@ -86,7 +86,7 @@ def _milestones(value: Any) -> tuple[int, ...]:
 
 # options added after runs were recorded: left out of a run's config at their default, so that adding an option
 # never renames the runs made before it
-LATER_OPTIONS: dict[str, Any] = {"lr_milestones": (), "lr_gamma": 0.1}
+LATER_OPTIONS: dict[str, Any] = {"lr_milestones": (), "lr_gamma": 0.1, "mask_init": 1.5}
 
 
 @dataclass

@@ -43,7 +43,6 @@ from bench.method import Method, TrainHparams, register_method
 
 STAGES = ("bias", "vanilla", "masks", "tune", "finetune")
 SIDES = ("a", "b")
-MASK_INIT = 1.5  # DCWP's initial mask logit (σ(1.5) ≈ 0.82: most weights kept at first)
 
 
 @dataclass
@@ -71,6 +70,10 @@ class NeuronDiffHparams(TrainHparams):
     temperature: float = 1.0
     reassign_every: int = 3
     a_random_fraction: float = 1.0  # share of the non-core samples mixed into D_a at weight 1
+    # the initial mask logit (unstated in the paper; DCWP's 1.5: σ(1.5) ≈ 0.82, most weights kept at first).
+    # Adam moves a logit by about adam_lr per step, so contested weights leave a mask after ≈ mask_init/adam_lr
+    # steps: a larger value delays and spreads the separation
+    mask_init: float = 1.5
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -83,6 +86,9 @@ class NeuronDiffHparams(TrainHparams):
             raise ValueError("need 0 < gce_q <= 1, temperature > 0 and reassign_every >= 1")
         if not 0 <= self.a_random_fraction <= 1:
             raise ValueError("a_random_fraction must be in [0, 1]")
+        if not 0 < self.mask_init <= 20:
+            raise ValueError(f"mask_init must be in (0, 20] (a positive logit: every weight starts in both masks), "
+                             f"got {self.mask_init}")
 
     @property
     def loop_epochs(self) -> int:
@@ -169,7 +175,7 @@ class NeuronDiff(Method):
         self.names = masked_weight_names(self.model)
         shapes = dict(self.model.named_parameters())
         self.mask_logits = nn.ParameterDict({
-            f"{side}{i}": nn.Parameter(torch.full_like(shapes[name], MASK_INIT))
+            f"{side}{i}": nn.Parameter(torch.full_like(shapes[name], hp.mask_init))
             for side in SIDES for i, name in enumerate(self.names)
         }).to(self.device)
         n = len(self.ctx.train)

@@ -121,7 +121,8 @@ register_reproduction(Reproduction(
         "layers separate within the first two mask epochs (their decline column near 1) instead of over the whole "
         "loop. Adam (lr 0.01, as stated) moves every mask logit by about its learning rate per step in the direction "
         "of the IoU term's consistent gradient, and the logits start at 1.5 (DCWP's value; the paper states none), "
-        "so contested logits cross zero together after roughly 150 steps. The ordering statements of Fig. 4 hold.",
+        "so contested logits cross zero together after roughly 150 steps (`mask_init` sets that start). The ordering "
+        "statements of Fig. 4 hold.",
     ),
 ))
 

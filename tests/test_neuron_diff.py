@@ -170,3 +170,16 @@ def test_each_sub_model_keeps_its_own_batch_norm_statistics(tiny_dataset) -> Non
         method.eval()
         torch.testing.assert_close(method.predict(x), before, rtol=0, atol=0)
         torch.testing.assert_close(method.predictor()(x), before)
+
+
+def test_mask_init_sets_every_initial_logit_and_leaves_the_papers_run_ids(tiny_dataset) -> None:  # noqa: ANN001
+    from bench.errors import UserError
+    from bench.suites import get_suite
+
+    method = build(tiny_dataset, mask_init=4.0)
+    assert all(torch.equal(p, torch.full_like(p, 4.0)) for p in method.mask_logits.values())
+    assert all(torch.equal(p, torch.full_like(p, 1.5)) for p in build(tiny_dataset).mask_logits.values())
+    with pytest.raises(UserError, match="mask_init must be in"):
+        resolve_hparams(get_method("neuron_diff"), "fast", {"mask_init": -1.0})
+    ids = {c.run_id for c in get_suite("paper-nd-cmnist").expand(1)}  # recorded before the option existed
+    assert {"neuron_diff-cmnist_lff-paper-s0-2e90aa6284", "neuron_diff-cmnist_lff-paper-s0-3f5be2e473"} <= ids
