@@ -33,14 +33,14 @@ def test_mask_epochs_skip_plain_and_fine_tuning_epochs() -> None:
     assert [r["epoch"] for r in mask_epochs({"epochs": paper_like()})] == [2, 3, 4]
 
 
-def test_layer_kinds_come_from_the_model() -> None:
-    assert layer_kinds("cnn3", list(LAYERS)) == {"features_0": "conv", "features_3": "conv", "features_6": "conv",
-                                                 "fc": "linear"}
+def test_the_last_masked_layer_is_the_linear_head() -> None:
+    assert layer_kinds(list(LAYERS)) == {"features_0": "feature", "features_3": "feature", "features_6": "feature",
+                                         "fc": "linear"}
 
 
 def test_checks_hold_on_paper_like_curves_and_fail_when_broken() -> None:
     rows = mask_epochs({"epochs": paper_like()})
-    kinds = layer_kinds("cnn3", list(LAYERS))
+    kinds = layer_kinds(list(LAYERS))
     assert [holds for _, holds, _ in checks(rows, kinds)] == [True, True, True, True]
     rows[-1]["nd_iou_features_6"] = 0.65  # deepest conv layer ends above the other conv layers
     rows[-1]["nd_keep_a_fc"] = rows[-1]["nd_keep_b_fc"] = 0.1  # linear layer keeps least
