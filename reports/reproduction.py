@@ -145,7 +145,7 @@ tea_table1(
     "cpu",
     notes=(
         "Small CNN student and teacher instead of ResNet18 and ResNet34 (the paper protocol is 72 CPU-hours; "
-        "`tests/gpu/reproduce_paper_cmnist.py` runs it on a GPU). Claims compared: the ordering of the rows and "
+        "`tests/gpu/reproduce_paper.py` runs it on a GPU). Claims compared: the ordering of the rows and "
         "the gaps between IID and the OOD and shifted splits, not the absolute numbers, which a weaker teacher caps.",
         "The paper marks Grad-CAM and attention distillation N/A on this column (its ResNet18's last feature map is "
         "1×1 at 28×28); the small CNN's is not, so they are run and shown without a paper number.",
@@ -159,7 +159,7 @@ tea_table1(
     "paper-tea-cmnist", "paper",
     notes=(
         "ResNet18 student and ResNet34 teacher (torchvision layout, not adapted to 28×28) with the appendix's "
-        "epochs, on a GPU (`tests/gpu/reproduce_paper_cmnist.py`); runs appear as a lent GPU finishes them.",
+        "epochs, on a GPU (`tests/gpu/reproduce_paper.py`); runs appear as a lent GPU finishes them.",
     ),
 )
 
