@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -68,6 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--executor", default="inline", help="inline | processes | slurm")
     sweep.add_argument("--workers", type=int, default=None)
     sweep.add_argument("--no-report", action="store_true")
+    sweep.add_argument("--export", action="store_true",
+                       help="as each run finishes, add it to the reproductions of this suite and protocol "
+                            "(results/reproductions/; needs a committed tree)")
     _common(sweep)
 
     report = sub.add_parser("report", help="write the report from the results store")
@@ -188,8 +191,9 @@ def cmd_sweep(args: argparse.Namespace, suite_name: str | None = None) -> None:
     if args.seeds is not None and args.seeds > MAX_SEEDS:
         raise UserError(f"--seeds must be <= {MAX_SEEDS}, got {args.seeds}")
     configs = suite.expand(seeds=args.seeds, protocol=args.protocol)
+    after_each = _exporter(suite.name, args.protocol or suite.protocol, args.out) if args.export else None
     counts = run_sweep(configs, args.out, args.device, args.executor, args.workers, progress=not args.quiet,
-                       retry_failed=args.retry_failed, reuse_stale=args.reuse_stale)
+                       retry_failed=args.retry_failed, reuse_stale=args.reuse_stale, after_each=after_each)
     print(f"suite {suite.name}: {len(configs)} runs: {counts['finished']} finished "
           f"({counts['skipped']} already done), {counts['failed']} failed")
     for line in counts["failed_runs"]:
@@ -199,6 +203,36 @@ def cmd_sweep(args: argparse.Namespace, suite_name: str | None = None) -> None:
     if counts["failed"]:
         print("some runs failed (see above); fix them and re-run with --retry-failed", file=sys.stderr)
         sys.exit(1)
+
+
+def _exporter(suite: str, protocol: str, out: Path) -> Callable[[Any, str], None]:
+    """``sweep --export``: after each finished run, merge the store's finished runs into every reproduction of
+    ``suite`` at ``protocol`` and regenerate its files, so a stopped sweep loses at most the run in progress."""
+    import reports.reproduction as reproduction
+    from bench.provenance import git_revision
+
+    reps = [rep for rep in reproduction.REPRODUCTIONS.values() if rep.suite == suite and protocol in rep.protocols]
+    if not reps:
+        raise UserError(f"no reproduction reports suite {suite} at protocol {protocol}; run without --export")
+    revision = git_revision()
+    if revision.endswith("+dirty") or revision == "unknown":
+        raise UserError("--export records runs in results/reproductions/, which takes runs of a committed tree: "
+                        "commit your changes (or run without --export)")
+
+    def export(config: Any, status: str) -> None:
+        if status != "finished":
+            return
+        folder = reproduction.REPRODUCTION_DIR
+        for rep in reps:
+            try:
+                added = reproduction.add_records(rep, out, folder)
+            except UserError as err:  # e.g. older runs of an uncommitted tree in the store: the sweep goes on
+                print(f"{rep.name}: not exported ({err})", file=sys.stderr)
+                continue
+            path = reproduction.write_reproduction(rep, folder)
+            print(f"{rep.name}: {added} finished runs exported to {path}", file=sys.stderr)
+
+    return export
 
 
 def _report(out: Path) -> None:

@@ -13,11 +13,15 @@ PACKAGES = ("torch", "torchvision", "timm", "numpy", "pandas", "scipy")
 ROOT = Path(__file__).resolve().parent.parent
 
 
+GENERATED = "results"  # generated evidence, not code: exporting results during a sweep leaves its runs clean
+
+
 def git_revision() -> str:
+    """HEAD, with "+dirty" when a tracked file outside ``results/`` differs from it."""
     try:
         rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=5)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
-                               capture_output=True, text=True, timeout=5)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
+                                f":(exclude){GENERATED}"], cwd=ROOT, capture_output=True, text=True, timeout=5)
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     if rev.returncode != 0:

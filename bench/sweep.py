@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import multiprocessing
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -41,8 +42,11 @@ def run_one(config: dict[str, Any], out: str, device: str, progress: bool = Fals
 
 def run_sweep(configs: list[RunConfig], out: Path, device: str = "auto", executor: str = "inline",
               workers: int | None = None, progress: bool = True, retry_failed: bool = False,
-              reuse_stale: bool = False) -> dict[str, Any]:
-    """Run ``configs``; returns counts of final statuses and the ids of the failed runs."""
+              reuse_stale: bool = False, after_each: Callable[[RunConfig, str], None] | None = None
+              ) -> dict[str, Any]:
+    """Run ``configs``; returns counts of final statuses and the ids of the failed runs. ``after_each(config,
+    status)`` is called in this process as each run ends (inline and processes executors), e.g. to export it."""
+    after = after_each or (lambda cfg, status: None)
     if executor not in EXECUTORS:
         raise UserError(f"unknown executor {executor!r}; valid executors: {', '.join(EXECUTORS)}")
     if workers is not None and workers < 1:
@@ -54,15 +58,15 @@ def run_sweep(configs: list[RunConfig], out: Path, device: str = "auto", executo
     teachers = [c for c in configs if c.method == TEACHER_METHOD]
     others = [c for c in configs if c.method != TEACHER_METHOD]
     for cfg in teachers:  # each finished one is checked for staleness by execute, cheaply
-        run_one(cfg.to_dict(), str(out), device, progress, **options)
+        after(cfg, run_one(cfg.to_dict(), str(out), device, progress, **options))
     todo = others
     if executor == "inline" or len(todo) <= 1:
         for i, cfg in enumerate(todo, 1):
             if (before.get(cfg.run_id) or {}).get("status") != "finished":
                 print(f"[{i}/{len(todo)}] {cfg.label()}", file=sys.stderr)
-            run_one(cfg.to_dict(), str(out), device, progress, **options)
+            after(cfg, run_one(cfg.to_dict(), str(out), device, progress, **options))
     elif executor == "processes":
-        _run_processes(todo, out, device, workers, options)
+        _run_processes(todo, out, device, workers, options, after)
     else:
         _run_slurm(todo, out, device, options)
     after = {c.run_id: store.get(c.run_id) or {"status": "pending", "updated_at": None} for c in configs}
@@ -91,12 +95,13 @@ def _init_worker(devices: Any) -> None:
     _WORKER_DEVICE = devices.get()
 
 
-def _run_in_worker(config: dict[str, Any], out: str, options: dict[str, bool]) -> str:
-    return run_one(config, out, _WORKER_DEVICE, **options)
+def _run_indexed(job: tuple[int, dict[str, Any], str, dict[str, bool]]) -> tuple[int, str]:
+    index, config, out, options = job
+    return index, run_one(config, out, _WORKER_DEVICE, **options)
 
 
 def _run_processes(todo: list[RunConfig], out: Path, device: str, workers: int | None,
-                   options: dict[str, bool]) -> None:
+                   options: dict[str, bool], after: Callable[[RunConfig, str], None]) -> None:
     """One worker process per device (each GPU, or ``workers`` CPU processes); each pulls the next run."""
     devices = _worker_devices(device, workers)
     context = multiprocessing.get_context("spawn")
@@ -104,9 +109,10 @@ def _run_processes(todo: list[RunConfig], out: Path, device: str, workers: int |
     for name in devices:
         queue.put(name)
     with context.Pool(len(devices), initializer=_init_worker, initargs=(queue,)) as pool:
-        jobs = [(cfg.to_dict(), str(out), options) for cfg in todo]
-        for cfg, status in zip(todo, pool.starmap(_run_in_worker, jobs, chunksize=1), strict=True):
-            print(f"{cfg.label()}: {status}", file=sys.stderr)
+        jobs = [(i, cfg.to_dict(), str(out), options) for i, cfg in enumerate(todo)]
+        for index, status in pool.imap_unordered(_run_indexed, jobs, chunksize=1):  # as each run ends
+            print(f"{todo[index].label()}: {status}", file=sys.stderr)
+            after(todo[index], status)
 
 
 def _run_slurm(todo: list[RunConfig], out: Path, device: str,

@@ -153,3 +153,40 @@ def test_mask_control_table_sets_real_masks_against_random_ones() -> None:
     assert table is not None and table.rows == [["objects_on_scenes", "cpu", "rrr", "85.00 ± 7.07", "55.00 ± 7.07",
                                                  "+30.00"]]
     assert control_table(rep, [r for r in records if "none" in r["run_id"]]) is None  # no pair, no table
+
+
+def test_sweep_export_adds_each_finished_run_to_the_reproduction(tmp_path: Path, tiny_rep: Reproduction,
+                                                                  monkeypatch: pytest.MonkeyPatch,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    import bench.provenance
+    import reports.reproduction as reproduction
+    from run_bench import main
+
+    clean(monkeypatch, "0123456789ab")
+    monkeypatch.setattr(bench.provenance, "git_revision", lambda: "0123456789ab")
+    monkeypatch.setitem(reproduction.REPRODUCTIONS, "tiny", tiny_rep)
+    monkeypatch.setattr(reproduction, "REPRODUCTION_DIR", tmp_path / "reproductions")
+    assert main(["sweep", "tiny-nd", "--out", str(tmp_path / "runs"), "--export", "--no-report", "--quiet",
+                 "--device", "cpu"]) == 0
+    assert len(load_records(tiny_rep, tmp_path / "reproductions")) == 1
+    assert (tmp_path / "reproductions" / "tiny.md").exists()
+    assert "tiny: 1 finished runs exported" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("revision, suite, message", [
+    ("abc+dirty", "tiny-nd", "commit your changes"),
+    ("0123456789ab", "quick", "no reproduction reports suite quick"),
+])
+def test_sweep_export_refuses_before_writing(tmp_path: Path, tiny_rep: Reproduction, monkeypatch: pytest.MonkeyPatch,
+                                             capsys: pytest.CaptureFixture[str], revision: str, suite: str,
+                                             message: str) -> None:
+    import bench.provenance
+    import reports.reproduction as reproduction
+    from run_bench import main
+
+    monkeypatch.setattr(bench.provenance, "git_revision", lambda: revision)
+    monkeypatch.setitem(reproduction.REPRODUCTIONS, "tiny", tiny_rep)
+    assert main(["sweep", suite, "--out", str(tmp_path / "runs"), "--export", "--no-report", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and message in err
+    assert not (tmp_path / "runs").exists()
