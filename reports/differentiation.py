@@ -10,6 +10,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from torch import nn
+
+from bench.models import create_model
 from reports.blocks import Block, Heading, Para, Table
 
 IOU = "nd_iou_"
@@ -22,16 +25,16 @@ def mask_epochs(run: dict[str, Any]) -> list[dict[str, Any]]:
     return [e for e in rows if not e.get("selectable", False)]
 
 
-def layers_of(row: dict[str, Any]) -> list[str]:
-    """Masked layers in the model's order (the order ``epoch_metrics`` writes them)."""
-    return [key.removeprefix(IOU) for key in row if key.startswith(IOU)]
-
-
-def layer_kinds(layers: list[str]) -> dict[str, str]:
-    """``feature`` or ``linear`` for each masked layer, from the records alone (reports do not build models): the
-    last masked layer is the classifier's linear head, the others are its feature layers in depth order (the
-    case of ``cnn3``, Fig. 4's network: three conv layers, then one linear)."""
-    return {layer: "linear" if i == len(layers) - 1 else "feature" for i, layer in enumerate(layers)}
+def layer_layout(model: str, recorded: list[str]) -> dict[str, str]:
+    """The recorded masked layers in the model's depth order, each ``conv`` or ``linear``. Stored records sort
+    their keys (``fc`` before ``features_0``), so the order and kinds come from the model the run names."""
+    out = {}
+    for name, module in create_model(model, num_classes=2, in_channels=3).named_modules():
+        layer = name.replace(".", "_")
+        if layer in recorded:
+            out[layer] = ("conv" if isinstance(module, nn.Conv2d) else
+                          "linear" if isinstance(module, nn.Linear) else "other")
+    return out
 
 
 def _falling(values: list[float]) -> bool:
@@ -42,18 +45,18 @@ def checks(rows: list[dict[str, Any]], kinds: dict[str, str]) -> list[tuple[str,
     """(the paper's statement, whether this run shows it, the measured values)."""
     first, last = rows[0], rows[-1]
     layers = list(kinds)
-    features = [layer for layer in layers if kinds[layer] == "feature"]
+    features = [layer for layer in layers if kinds[layer] == "conv"]
     linear = [layer for layer in layers if kinds[layer] == "linear"]
     keep = {layer: (last[f"nd_keep_a_{layer}"] + last[f"nd_keep_b_{layer}"]) / 2 for layer in layers}
     out = [("the IoU of every layer falls during training",
             all(last[IOU + layer] < first[IOU + layer] for layer in layers),
             ", ".join(f"{layer} {first[IOU + layer]:.3f} → {last[IOU + layer]:.3f}" for layer in layers)),
-           ("deeper feature (conv) layers end with a lower IoU", _falling([last[IOU + f] for f in features]),
+           ("deeper conv layers end with a lower IoU", _falling([last[IOU + f] for f in features]),
             ", ".join(f"{f} {last[IOU + f]:.3f}" for f in features)),
-           ("deeper feature (conv) layers keep fewer weights (mean of A and B)", _falling([keep[f] for f in features]),
+           ("deeper conv layers keep fewer weights (mean of A and B)", _falling([keep[f] for f in features]),
             ", ".join(f"{f} {keep[f]:.3f}" for f in features))]
     if linear and features:
-        out.append(("the linear layer keeps more weights and a higher IoU than the feature (conv) layers",
+        out.append(("the linear layer keeps more weights and a higher IoU than the conv layers",
                     all(keep[lin] > max(keep[f] for f in features)
                         and last[IOU + lin] > max(last[IOU + f] for f in features) for lin in linear),
                     ", ".join(f"{lin}: keep {keep[lin]:.3f}, IoU {last[IOU + lin]:.3f}" for lin in linear)))
@@ -83,7 +86,7 @@ def differentiation_blocks(records: list[dict[str, Any]]) -> list[Block]:
                       if any(o["config"]["dataset_params"].get(k) != v for o in runs)})
     for run in runs:
         rows = mask_epochs(run)
-        kinds = layer_kinds(layers_of(rows[0]))
+        kinds = layer_layout(run["model"], [key.removeprefix(IOU) for key in rows[0] if key.startswith(IOU)])
         params = ", ".join(f"{k} {run['config']['dataset_params'][k]}" for k in varying)
         label = f"{run['dataset']}{f' ({params})' if params else ''}, seed {run['seed']}"
         for layer, kind in kinds.items():

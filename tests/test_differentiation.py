@@ -6,7 +6,7 @@ from typing import Any
 import pytest
 
 from reports.blocks import Table
-from reports.differentiation import checks, decline_share, differentiation_blocks, layer_kinds, mask_epochs
+from reports.differentiation import checks, decline_share, differentiation_blocks, layer_layout, mask_epochs
 
 LAYERS = ("features_0", "features_3", "features_6", "fc")
 
@@ -16,7 +16,7 @@ def epoch(n: int, iou: dict[str, float], keep: dict[str, float], selectable: boo
     for layer in LAYERS:
         row[f"nd_iou_{layer}"] = iou[layer]
         row[f"nd_keep_a_{layer}"] = row[f"nd_keep_b_{layer}"] = keep[layer]
-    return row
+    return dict(sorted(row.items()))  # as stored records hold them
 
 
 def paper_like() -> list[dict[str, Any]]:
@@ -33,14 +33,15 @@ def test_mask_epochs_skip_plain_and_fine_tuning_epochs() -> None:
     assert [r["epoch"] for r in mask_epochs({"epochs": paper_like()})] == [2, 3, 4]
 
 
-def test_the_last_masked_layer_is_the_linear_head() -> None:
-    assert layer_kinds(list(LAYERS)) == {"features_0": "feature", "features_3": "feature", "features_6": "feature",
-                                         "fc": "linear"}
+def test_layers_come_in_depth_order_with_their_kinds_whatever_the_recorded_order() -> None:
+    layout = layer_layout("cnn3", sorted(LAYERS))  # records sort their keys: fc first
+    assert list(layout.items()) == [("features_0", "conv"), ("features_3", "conv"), ("features_6", "conv"),
+                                    ("fc", "linear")]
 
 
 def test_checks_hold_on_paper_like_curves_and_fail_when_broken() -> None:
     rows = mask_epochs({"epochs": paper_like()})
-    kinds = layer_kinds(list(LAYERS))
+    kinds = layer_layout("cnn3", list(LAYERS))
     assert [holds for _, holds, _ in checks(rows, kinds)] == [True, True, True, True]
     rows[-1]["nd_iou_features_6"] = 0.65  # deepest conv layer ends above the other conv layers
     rows[-1]["nd_keep_a_fc"] = rows[-1]["nd_keep_b_fc"] = 0.1  # linear layer keeps least

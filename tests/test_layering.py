@@ -28,7 +28,10 @@ RULES: list[tuple[str, tuple[str, ...]]] = [
 ]
 
 # (file, forbidden module): imports that break a rule above and are allowed, each with its reason
-EXCEPTIONS: set[tuple[str, str]] = set()
+EXCEPTIONS: set[tuple[str, str]] = {
+    # the Fig. 4 check needs the masked layers' depth order and kinds; stored records sort their metric keys
+    ("reports/differentiation.py", "bench.models"),
+}
 
 
 def imported_modules(source: str, path: str) -> set[str]:
