@@ -191,6 +191,15 @@ class Method:
                 group.setdefault("initial_lr", group["lr"])
                 group["lr"] = group["initial_lr"] * factor
 
+    def descend(self, logs: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Backward of ``logs["loss"]`` and one clipped step of ``self.optimizer`` (its gradients zeroed by the
+        caller before the forward); returns the logs detached, with the pre-clip gradient norm."""
+        assert self.optimizer is not None
+        logs["loss"].backward()
+        out = {k: v.detach() for k, v in logs.items()}
+        out["grad_norm"] = self.clip_and_step(self.optimizer, self.params)
+        return out
+
     def clip_and_step(self, optimizer: torch.optim.Optimizer, params: list[Tensor]) -> Tensor:
         """Clip the gradient norm (no host sync) and step; returns the pre-clip norm."""
         if self.hp.grad_clip > 0:

@@ -53,11 +53,7 @@ class MaskGuided(Method):
     def step(self, batch: Batch) -> dict[str, Tensor]:
         assert self.optimizer is not None
         self.optimizer.zero_grad(set_to_none=True)
-        logs = self.losses(batch, create_graph=True)
-        logs["loss"].backward()
-        logs = {k: v.detach() for k, v in logs.items()}
-        logs["grad_norm"] = self.clip_and_step(self.optimizer, self.params)
-        return logs
+        return self.descend(self.losses(batch, create_graph=True))
 
     def val_loss(self, batch: Batch) -> Tensor:
         with torch.enable_grad():  # the explanations inside the loss need gradients, even at validation

@@ -136,11 +136,7 @@ class E2KD(TeacherStudentMethod):
     def step(self, batch: Batch) -> dict[str, Tensor]:
         assert self.optimizer is not None
         self.optimizer.zero_grad(set_to_none=True)
-        logs = self.losses(batch, train=True)
-        logs["loss"].backward()
-        logs = {k: v.detach() for k, v in logs.items()}
-        logs["grad_norm"] = self.clip_and_step(self.optimizer, self.params)
-        return logs
+        return self.descend(self.losses(batch, train=True))
 
     def val_loss(self, batch: Batch) -> Tensor:
         """The e²KD objective on the (biased) validation split, the teacher's maps computed live."""

@@ -289,10 +289,7 @@ class NeuronDiff(Method):
             logs = {"loss": F.cross_entropy(self.model(batch.x), batch.y)}
         else:
             logs = self.mask_losses(batch, sample=self.current == "masks")
-        logs["loss"].backward()
-        logs = {k: v.detach() for k, v in logs.items()}
-        logs["grad_norm"] = self.clip_and_step(self.optimizer, self.params)
-        return logs
+        return self.descend(logs)
 
     def in_loop(self) -> bool:
         return self.current in ("masks", "tune", "finetune")
