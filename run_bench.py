@@ -136,7 +136,8 @@ def cmd_list(args: argparse.Namespace) -> None:
         width = max(len(name) for name in list_methods()) + 2
         for name in list_methods():
             cls = get_method(name)
-            print(f"{name:<{width}}requires: {', '.join(sorted(cls.requires))}")
+            infers = f"; infers: {cls.infers}" if cls.infers else ""
+            print(f"{name:<{width}}requires: {', '.join(sorted(cls.requires))}{infers}")
     elif args.what == "suites":
         from bench.suites import SUITES
 

@@ -23,9 +23,10 @@ from bench.registry import Registry, import_all_modules
 TENSOR_FIELDS = ("x", "y", "bias", "group", "mask", "x_debiased")
 
 # The supervision budget (``Method.requires``) grants the fields of a batch: ``x`` and ``index`` always,
-# ``y`` for "labels", ``bias``/``group`` for "group_labels", ``mask`` for "masks", ``x_debiased`` for
-# "debiased_view" (and for "teacher" when the teacher's view is the debiased one: it is the teacher's input).
-GRANTED_BY = {"y": "labels", "bias": "group_labels", "group": "group_labels", "mask": "masks",
+# ``y`` for "labels", ``group`` for "group_labels" (the dataset's group of each sample), ``bias`` for "bias_labels"
+# (the value of the spurious attribute, e.g. the colour), ``mask`` for "masks", ``x_debiased`` for "debiased_view"
+# (and for "teacher" when the teacher's view is the debiased one: it is the teacher's input).
+GRANTED_BY = {"y": "labels", "bias": "bias_labels", "group": "group_labels", "mask": "masks",
               "x_debiased": "debiased_view"}
 GUARDED_FIELDS = frozenset(GRANTED_BY)
 

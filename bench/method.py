@@ -32,7 +32,7 @@ from bench.registry import Registry, import_all_modules
 
 # What a method may be given to train on. (Selection-time data, such as an unbiased validation split, is a
 # property of the selection rule, not of the method: see ``bench.selection``.)
-SUPERVISION = ("labels", "group_labels", "masks", "teacher", "debiased_view")
+SUPERVISION = ("labels", "group_labels", "bias_labels", "masks", "teacher", "debiased_view")
 
 
 @dataclass
@@ -122,6 +122,9 @@ class Method:
     step_schedule: ClassVar[bool] = True
     # hyper-parameters ``perf`` sets so that it times the method's own step, not a warm-up stage's
     perf_hparams: ClassVar[dict[str, Any]] = {}
+    # what the method infers for itself instead of being granted it (e.g. "groups": a partition of the training
+    # set found from labels alone), shown beside its budget
+    infers: ClassVar[str] = ""
     registry_name: ClassVar[str] = ""
 
     def __init__(self, ctx: MethodContext) -> None:
@@ -337,10 +340,12 @@ def hparams_dict(hp: Any) -> dict[str, Any]:
 
 
 def supervision_budget(method: str, teacher_method: str | None = None) -> list[str]:
-    """What a run of ``method`` uses, in ``SUPERVISION`` order; a teacher's own needs follow as
-    ``teacher:<item>`` (a distilled student inherits the supervision its teacher was trained with)."""
-    own = set(get_method(method).requires)
-    items = [s for s in SUPERVISION if s in own]
+    """What a run of ``method`` uses, in ``SUPERVISION`` order; what it infers for itself follows as
+    ``inferred:<what>``, a teacher's own needs as ``teacher:<item>`` (a distilled student inherits the supervision
+    its teacher was trained with)."""
+    cls = get_method(method)
+    own = set(cls.requires)
+    items = [s for s in SUPERVISION if s in own] + ([f"inferred:{cls.infers}"] if cls.infers else [])
     if "teacher" in own and teacher_method:
         inherited = set(get_method(teacher_method).requires)
         items += [f"teacher:{s}" for s in SUPERVISION if s in inherited]

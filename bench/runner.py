@@ -165,7 +165,7 @@ def load_teacher(teacher_cfg: dict[str, Any], store: Store, device: torch.device
 
 def available_supervision(dataset: BiasedDataset, teacher: bool) -> set[str]:
     train = dataset.splits["train"]
-    have = {"labels", "group_labels"}
+    have = {"labels", "group_labels", "bias_labels"}
     if train.mask is not None:
         have.add("masks")
     if train.x_debiased is not None:

@@ -27,9 +27,10 @@ RECORD_KEYS = ("run_id", "method", "dataset", "protocol", "seed", "model", "conf
                "provenance", "code", "meta")
 BASELINE = "erm"
 SELECTION = "iid_val"
-FIELD_ITEMS = {"y": "labels", "bias": "group labels", "group": "group labels", "mask": "masks",
+FIELD_ITEMS = {"y": "labels", "group": "group labels", "bias": "bias labels", "mask": "masks",
                "x_debiased": "debiased view"}
-ITEM_LABELS = {"labels": "labels", "group_labels": "group labels", "masks": "masks", "teacher": "teacher",
+ITEM_LABELS = {"labels": "labels", "group_labels": "group labels", "bias_labels": "bias labels", "masks": "masks",
+               "teacher": "teacher",
                "debiased_view": "debiased view"}
 NOTE = (f"Selection: {SELECTION} (the epoch with the lowest loss on the biased IID validation split; no OOD labels). "
         f"Cells: mean over seeds [{CONFIDENCE:.0%} Student-t confidence interval of the mean; none with one seed], in"
@@ -53,6 +54,7 @@ def supervision_text(run: dict[str, Any]) -> str:
     own = list(dict.fromkeys(FIELD_ITEMS[f] for f in sorted(granted, key=list(FIELD_ITEMS).index)
                              if not (f == "x_debiased" and "teacher" in supervision
                                      and "debiased_view" not in supervision)))
+    own += [f"{item[9:]} inferred" for item in supervision if item.startswith("inferred:")]
     if "teacher" in supervision:
         inherited = [ITEM_LABELS.get(i[8:], i[8:]) for i in supervision if i.startswith("teacher:")]
         own.append(f"teacher({', '.join(inherited)})" if inherited else "teacher")
