@@ -1,4 +1,4 @@
-"""Losses shared by distillation methods."""
+"""Losses shared by methods (distillation, bias mining)."""
 from __future__ import annotations
 
 import torch
@@ -45,3 +45,15 @@ def soft_kl(student_logits: Tensor, teacher_logits: Tensor, temperature: float) 
     log_p_teacher = F.log_softmax(teacher_logits / temperature, dim=1)
     kl = F.kl_div(log_p_student, log_p_teacher, log_target=True, reduction="batchmean")
     return kl * temperature**2
+
+
+def gce(logits: Tensor, y: Tensor, q: float) -> Tensor:
+    """Per-sample generalised cross-entropy (Zhang & Sabuncu 2018, Eq. 4): (1 − p_y^q) / q; its gradient is
+    p_y^q times cross-entropy's, so a biased model trained on it leans on the samples it already gets right."""
+    p_y = F.softmax(logits, dim=1).gather(1, y[:, None]).squeeze(1).clamp(min=1e-8)
+    return (1 - p_y.pow(q)) / q
+
+
+def weighted_mean(values: Tensor, weights: Tensor) -> Tensor:
+    """Σ w v / Σ w (0 when every weight is 0)."""
+    return (values * weights).sum() / weights.sum().clamp(min=1e-12)

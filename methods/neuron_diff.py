@@ -39,6 +39,7 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from bench.data import Batch
+from bench.losses import gce, weighted_mean
 from bench.method import Method, TrainHparams, register_method
 
 STAGES = ("bias", "vanilla", "masks", "tune", "finetune")
@@ -116,12 +117,6 @@ class NeuronDiffHparams(TrainHparams):
         return 0 < k < self.loop_epochs and k % self.cycle == 0
 
 
-def gce(logits: Tensor, y: Tensor, q: float) -> Tensor:
-    """Per-sample generalised cross-entropy (Zhang & Sabuncu 2018; Eq. 4): (1 − p_y^q) / q."""
-    p_y = F.softmax(logits, dim=1).gather(1, y[:, None]).squeeze(1).clamp(min=1e-8)
-    return (1 - p_y.pow(q)) / q
-
-
 def gumbel_sigmoid(logits: Tensor, temperature: float) -> Tensor:
     """Hard straight-through Gumbel-sigmoid: 1[σ((π + g₁ − g₂)/τ) > 0.5] forward, the soft value's gradient
     backward (g₁, g₂ standard Gumbel noise, i.e. logistic noise g₁ − g₂)."""
@@ -143,11 +138,6 @@ def subset_weights(core: Tensor, extra: Tensor, share: Tensor, num_classes: int)
     the core's share of the whole training set, and an extra sample 1; B weights the core 0, the rest 1."""
     up = (num_classes - 1) / share.clamp(min=1e-12)
     return {"a": torch.where(core, up, extra.float()), "b": (~core).float()}
-
-
-def weighted_mean(values: Tensor, weights: Tensor) -> Tensor:
-    """Σ w v / Σ w over a batch; 0 when the batch holds none of the subset."""
-    return (values * weights).sum() / weights.sum().clamp(min=1e-12)
 
 
 def masked_weight_names(model: nn.Module) -> list[str]:

@@ -7,8 +7,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from bench.losses import gce
 from bench.method import build_method, get_method, resolve_hparams
-from methods.neuron_diff import gce, gumbel_sigmoid, soft_iou, subset_weights
+from methods.neuron_diff import gumbel_sigmoid, soft_iou, subset_weights
 
 
 def build(dataset, **hp):
