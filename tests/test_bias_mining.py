@@ -46,3 +46,36 @@ def test_relative_difficulty_weights_what_the_biased_model_fails_on() -> None:
 def test_jtt_up_weights_exactly_the_identification_models_errors() -> None:
     correct = torch.tensor([True, False, True, False])
     assert error_set_weights(correct, 50.0).tolist() == [1.0, 50.0, 1.0, 50.0]
+
+
+def test_dfa_swap_keeps_the_intrinsic_labels_and_swaps_the_bias_labels() -> None:
+    from types import SimpleNamespace
+
+    from methods.dfa import DFAHparams, dfa_losses
+
+    torch.manual_seed(0)
+    hp = DFAHparams(epochs=2, swap_epochs=1, lr_milestones=(), lambda_dis=10.0, lambda_swap_b=3.0, lambda_swap=0.5)
+    heads = SimpleNamespace(head_i=torch.nn.Linear(4, 3).double(), head_b=torch.nn.Linear(4, 3).double())
+    z_i = torch.randn(5, 2, dtype=torch.float64, requires_grad=True)
+    z_b = torch.randn(5, 2, dtype=torch.float64, requires_grad=True)
+    y = torch.tensor([0, 1, 2, 0, 1])
+    w = torch.rand(5, dtype=torch.float64)
+    perm = torch.tensor([3, 0, 4, 1, 2])
+    logs = dfa_losses(heads, z_i, z_b, y, w, perm, hp)  # type: ignore[arg-type]
+
+    def ce(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(logits, labels, reduction="none")
+
+    zs = z_b[perm]
+    dis = (w * ce(heads.head_i(torch.cat([z_i, z_b], 1)), y)).mean() + 10 * gce(heads.head_b(torch.cat([z_i, z_b], 1)),
+                                                                                 y, 0.7).mean()
+    swap = (w * ce(heads.head_i(torch.cat([z_i, zs], 1)), y)).mean() + 3 * gce(heads.head_b(torch.cat([z_i, zs], 1)),
+                                                                               y[perm], 0.7).mean()
+    assert logs["loss"].item() == pytest.approx((dis + 0.5 * swap).item(), rel=1e-12)
+    # the intrinsic head's terms never reach the bias features, the bias head's never the intrinsic ones
+    intrinsic_only = (w * ce(heads.head_i(torch.cat([z_i, z_b.detach()], 1)), y)).mean()
+    (g,) = torch.autograd.grad(logs["loss"] - 0.0, z_i, retain_graph=True)
+    (g_ref,) = torch.autograd.grad(intrinsic_only + 0.5 * (w * ce(heads.head_i(torch.cat([z_i, zs.detach()], 1)),
+                                                                 y)).mean(), z_i)
+    torch.testing.assert_close(g, g_ref)
+    assert dfa_losses(heads, z_i, z_b, y, w, None, hp)["loss"].item() == pytest.approx(dis.item(), rel=1e-12)  # type: ignore[arg-type]
