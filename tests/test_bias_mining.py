@@ -2,6 +2,8 @@
 normalisation, the relative-difficulty weight, and JTT's up-weighted error set."""
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -79,3 +81,38 @@ def test_dfa_swap_keeps_the_intrinsic_labels_and_swaps_the_bias_labels() -> None
                                                                  y)).mean(), z_i)
     torch.testing.assert_close(g, g_ref)
     assert dfa_losses(heads, z_i, z_b, y, w, None, hp)["loss"].item() == pytest.approx(dis.item(), rel=1e-12)  # type: ignore[arg-type]
+
+
+def test_dcwp_contrastive_term_matches_a_loop_over_anchors() -> None:
+    from methods.dcwp import debiased_supcon
+
+    torch.manual_seed(0)
+    feats = torch.randn(6, 4, dtype=torch.float64)
+    y = torch.tensor([0, 0, 0, 1, 1, 2])
+    conflicting = torch.tensor([False, True, True, False, False, True])
+    z = F.normalize(feats, dim=1)
+    losses = []
+    for i in range(6):
+        positives = [j for j in range(6) if j != i and y[j] == y[i] and conflicting[j]]
+        if not positives:
+            continue
+        sims = {j: (z[i] @ z[j]).item() / 0.07 for j in range(6) if j != i}
+        log_norm = math.log(sum(math.exp(s) for s in sims.values()))
+        losses.append(-sum(sims[j] - log_norm for j in positives) / len(positives))
+    assert len(losses) == 3  # anchors 0, 1 and 2 (class 0): 1 and 2 are conflicting
+    assert debiased_supcon(feats, y, conflicting, 0.07).item() == pytest.approx(sum(losses) / len(losses), rel=1e-9)
+
+
+def test_dcwp_gate_is_binary_forward_with_the_soft_gradient() -> None:
+    from methods.dcwp import dcwp_gumbel_sigmoid
+
+    torch.manual_seed(0)
+    pi = torch.full((2000,), 1.5, requires_grad=True)
+    gate = dcwp_gumbel_sigmoid(pi, 1.0)
+    values = gate.detach()
+    assert torch.minimum(values, 1 - values).abs().max().item() < 1e-6  # 0 or 1 (up to hard + soft − soft)
+    # the noise is added to σ(1.5) ≈ 0.82 and the gate opens where σ(π) + n > 0: P = σ(0.82)
+    assert gate.detach().mean().item() == pytest.approx(torch.sigmoid(torch.sigmoid(torch.tensor(1.5))).item(),
+                                                        abs=0.03)
+    gate.sum().backward()
+    assert pi.grad is not None and (pi.grad > 0).all()

@@ -31,7 +31,7 @@ BATCH = 64
 CONTRACT_DATA = {"train_size": 2 * BATCH, "val_size": 32, "test_size": 32}  # two steps an epoch
 TEACHER_HP = {"epochs": 1, "batch_size": BATCH}
 STEP_BATCH = 16  # the round trip's own steps
-STAGED = {"neuron_diff"}  # their fast protocol's stage lengths stay (neuron_diff: 1 + 2 + 2 + 1 epochs)
+STAGED = {"neuron_diff", "dcwp"}  # their fast protocol's stage lengths stay (neuron_diff: 1 + 2 + 2 + 1 epochs)
 VARIANTS = [("e2kd", {"frozen_explanations": True, "augment": "none"}), ("lrp_distill", {"teacher_batch_stats": False})]
 
 
