@@ -102,3 +102,15 @@ def test_headline_is_the_datasets_declared_metric(tmp_path: Path) -> None:
     assert "Δ ERM worst-group test (p)" in text
     rows = [line for line in text.splitlines() if line.startswith("| jtt_like") or line.startswith("| erm")]
     assert rows[0].startswith("| jtt_like") and "+40.00" in rows[0]
+
+
+def test_supervision_column_tells_true_group_labels_from_inferred_groups_and_none() -> None:
+    from bench.method import supervision_budget
+    from reports.leaderboard import supervision_text
+
+    def text(method: str, granted: list[str]) -> str:
+        return supervision_text({"meta": {"granted_fields": granted, "supervision": supervision_budget(method)}})
+
+    assert text("groupdro", ["y", "group"]) == "labels, group labels"
+    assert text("groupdro_inferred", ["y"]) == "labels, groups inferred"
+    assert text("jtt", ["y"]) == "labels"
