@@ -128,6 +128,7 @@ def test_paper_nd_cmnist_compares_per_ratio(tmp_path: Path) -> None:
         suite,
         datasets=tuple(DatasetEntry("cmnist_lff", {**small, "conflict_ratio": r}) for r in (0.005, 0.05)),
         hparams={"erm": {"epochs": 1, "batch_size": 64}, "neuron_diff": {"batch_size": 64}},
+        methods=("neuron_diff", "erm"),  # the rerun baselines (lff, dfa, dcwp) train in the contract tests
     )
     configs = tiny.expand(protocol="fast", seeds=1)
     assert {c.model for c in configs} == {"cnn3"}
