@@ -487,6 +487,8 @@ def teacher_runs(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 def teacher_diagnosis(rep: Reproduction, row: Row, metric: str, teachers: dict[str, dict[str, Any]]) -> list[str]:
     """A distilled row's distance to the teacher it was distilled from (the ceiling a student can reach by
     imitation) and, where measured, its agreement with that teacher on the metric's split."""
+    if metric.endswith("_agreement"):  # already the comparison with the teacher
+        return []
     taught = [teachers.get(RunConfig.from_dict(run["config"]["teacher"]).run_id)
               for run in row.runs if run["config"].get("teacher")]
     if not taught or None in taught:
