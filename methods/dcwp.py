@@ -50,8 +50,10 @@ class DCWPHparams(TrainHparams):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.prune_epochs < 1 or self.retrain_epochs < 1 or self.pretrain_epochs < 1:
-            raise ValueError("need prune_epochs >= 1, retrain_epochs >= 1 and epochs > prune_epochs + retrain_epochs")
+        # no pre-training (epochs = prune_epochs + retrain_epochs) is allowed for timing the mask step: the masks
+        # then start on a random network and no sample is pseudo-conflicting
+        if self.prune_epochs < 1 or self.retrain_epochs < 1 or self.pretrain_epochs < 0:
+            raise ValueError("need prune_epochs >= 1, retrain_epochs >= 1 and epochs >= prune_epochs + retrain_epochs")
         if min(self.prune_upweight, self.upweight) < 1 or self.temperature <= 0 or self.contrastive_temperature <= 0:
             raise ValueError("upweights must be >= 1 and temperatures > 0")
 
@@ -107,6 +109,7 @@ class DCWP(Method):
     protocols = {"fast": {"epochs": 3, "prune_epochs": 1, "retrain_epochs": 1, "batch_size": 128}}
     requires = frozenset({"labels"})
     step_schedule = False  # its stages set their optimisers and rates
+    perf_hparams = {"epochs": 6, "prune_epochs": 5, "retrain_epochs": 1}  # time the mask step, the costliest
 
     def build(self) -> None:
         assert self.ctx.train is not None
