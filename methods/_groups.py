@@ -161,6 +161,15 @@ class GroupMethod(Method):
     (``grouping = "inferred"``; budget: labels only, ERM until the partition, penalties ramped up after it)."""
 
     grouping: ClassVar[str] = "true"
+    extra_state: ClassVar[tuple[str, ...]] = ()  # tensors of the method's own kept in its state dict
+
+    def losses(self, batch: Batch) -> dict[str, Tensor]:
+        raise NotImplementedError
+
+    def step(self, batch: Batch) -> dict[str, Tensor]:
+        assert self.optimizer is not None
+        self.optimizer.zero_grad(set_to_none=True)
+        return self.descend(self.losses(batch))
 
     def build(self) -> None:
         super().build()
@@ -214,9 +223,10 @@ class GroupMethod(Method):
         return {"inferred_minority_share": float(self.partition.float().mean())}
 
     def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "partition": self.partition, "penalty_scale": self.penalty_scale}
+        names = ("partition", "penalty_scale", *self.extra_state)
+        return {**super().state_dict(), **{name: getattr(self, name) for name in names}}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
-        self.partition = state["partition"].to(self.device)
-        self.penalty_scale = state["penalty_scale"].to(self.device)
+        for name in ("partition", "penalty_scale", *self.extra_state):
+            setattr(self, name, state[name].to(self.device))

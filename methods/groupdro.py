@@ -50,6 +50,7 @@ class GroupDRO(GroupMethod):
     Hparams = GroupDROHparams
     protocols = {"fast": {"epochs": 2}}
     requires = frozenset({"labels", "group_labels"})
+    extra_state = ("q",)
 
     def build(self) -> None:
         super().build()
@@ -81,20 +82,11 @@ class GroupDRO(GroupMethod):
         loss = torch.where(active, robust, per_sample.mean())
         return {"loss": loss, "ce": per_sample.mean(), "worst_group_loss": (means * present).max()}
 
-    def step(self, batch: Batch) -> dict[str, Tensor]:
-        assert self.optimizer is not None
-        self.optimizer.zero_grad(set_to_none=True)
-        return self.descend(self.losses(batch))
-
     def epoch_metrics(self) -> dict[str, float]:
         return {**super().epoch_metrics(), **{f"dro_q_{g}": float(v) for g, v in enumerate(self.q.tolist())}}
 
-    def state_dict(self) -> dict:
-        return {**super().state_dict(), "q": self.q}
-
     def load_state_dict(self, state: dict) -> None:
         super().load_state_dict(state)
-        self.q = state["q"].to(self.device)
         self._set_adjustment()
 
 

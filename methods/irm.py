@@ -52,6 +52,7 @@ class IRM(GroupMethod):
     Hparams = IRMHparams
     protocols = {"fast": {"epochs": 2}}
     requires = frozenset({"labels", "group_labels"})
+    extra_state = ("weight",)
 
     def build(self) -> None:
         super().build()
@@ -73,17 +74,6 @@ class IRM(GroupMethod):
         loss = (risk + weight * penalty) / torch.clamp(weight, min=1.0)
         return {"loss": loss, "risk": risk, "penalty": penalty}
 
-    def step(self, batch: Batch) -> dict[str, Tensor]:
-        assert self.optimizer is not None
-        self.optimizer.zero_grad(set_to_none=True)
-        return self.descend(self.losses(batch))
-
-    def state_dict(self) -> dict:
-        return {**super().state_dict(), "weight": self.weight}
-
-    def load_state_dict(self, state: dict) -> None:
-        super().load_state_dict(state)
-        self.weight = state["weight"].to(self.device)
 
 
 @register_method("irm_inferred")

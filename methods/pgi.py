@@ -69,6 +69,7 @@ class PGI(GroupMethod):
     Hparams = PGIHparams
     protocols = {"fast": {"epochs": 2, "batch_size": 128, "lr_milestones": ()}}
     requires = frozenset({"labels", "group_labels"})
+    extra_state = ("majority",)
 
     def build(self) -> None:
         super().build()
@@ -96,17 +97,6 @@ class PGI(GroupMethod):
         loss = risk + self.hp.penalty_weight * self.penalty_scale * penalty
         return {"loss": loss, "risk": risk, "penalty": penalty}
 
-    def step(self, batch: Batch) -> dict[str, Tensor]:
-        assert self.optimizer is not None
-        self.optimizer.zero_grad(set_to_none=True)
-        return self.descend(self.losses(batch))
-
-    def state_dict(self) -> dict:
-        return {**super().state_dict(), "majority": self.majority}
-
-    def load_state_dict(self, state: dict) -> None:
-        super().load_state_dict(state)
-        self.majority = state["majority"].to(self.device)
 
 
 @register_method("pgi_inferred")
