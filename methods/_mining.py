@@ -4,7 +4,9 @@ Debiased Classifier from Biased Classifier", NeurIPS 2020, Eq. 2 and the authors
 from __future__ import annotations
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
+
+from bench.data import BudgetedSplit
 
 
 class LossEMA:
@@ -41,3 +43,13 @@ def relative_difficulty(biased: Tensor, debiased: Tensor) -> Tensor:
     """W(x) = ℓ̃_B / (ℓ̃_B + ℓ̃_D + 1e-8) (Nam et al. Eq. 2, with the normalised loss averages): near 1 for samples
     the biased model fails on and the debiased one does not."""
     return biased / (biased + debiased + 1e-8)
+
+
+@torch.no_grad()
+def correct_on(model: nn.Module, split: BudgetedSplit) -> Tensor:
+    """Which samples of ``split`` ``model`` classifies correctly (eval mode; the model's mode is restored)."""
+    was_training = model.training
+    model.eval()
+    hits = torch.cat([model(b.x).argmax(1) == b.y for b in split.batches(1024)])
+    model.train(was_training)
+    return hits

@@ -16,6 +16,7 @@ from bench.data import Batch
 from bench.losses import gce, weighted_mean
 from bench.method import Method, TrainHparams, register_method
 from bench.models import classifier_module
+from methods._mining import correct_on
 from methods.neuron_diff import masked_weight_names
 
 STAGES = ("pretrain", "prune", "retrain")
@@ -138,22 +139,14 @@ class DCWP(Method):
 
     def _enter(self, stage: str) -> None:
         if stage == "prune" and self.current == "pretrain":  # mining: the biased classifier's mistakes
-            self.conflicting = ~self.correct(self.biased)
+            assert self.ctx.train is not None
+            self.conflicting = ~correct_on(self.biased, self.ctx.train)
         pruning = stage == "prune"
         self.model.requires_grad_(stage != "prune")
         self.mask_logits.requires_grad_(pruning)
         self.optimizer = self.optimizers[stage]
         self.current = stage
         self.params = [p for group in self.optimizer.param_groups for p in group["params"]]
-
-    @torch.no_grad()
-    def correct(self, model: nn.Module) -> Tensor:
-        assert self.ctx.train is not None
-        was_training = model.training
-        model.eval()
-        hits = torch.cat([model(b.x).argmax(1) == b.y for b in self.ctx.train.batches(1024)])
-        model.train(was_training)
-        return hits
 
     def gates(self, sample: bool) -> list[Tensor]:
         if sample:

@@ -12,6 +12,7 @@ from torch import Tensor
 from bench.data import Batch
 from bench.losses import weighted_mean
 from bench.method import Method, TrainHparams, register_method
+from methods._mining import correct_on
 
 
 @dataclass
@@ -60,19 +61,12 @@ class JTT(Method):
 
     def on_epoch_start(self, epoch: int) -> None:
         if epoch == self.hp.id_epochs and not bool(self.stage2):
-            self.weights = error_set_weights(self.correct_on_train(), self.hp.upweight)
+            assert self.ctx.train is not None
+            self.weights = error_set_weights(correct_on(self.model, self.ctx.train), self.hp.upweight)
             self.model = self.new_model()
             self.optimizer = self.sgd(self.model.parameters())
             self.params = self.trainable()
             self.stage2 = torch.tensor(True)
-
-    def correct_on_train(self) -> Tensor:
-        assert self.ctx.train is not None
-        self.model.eval()
-        with torch.no_grad():
-            correct = torch.cat([self.model(b.x).argmax(1) == b.y for b in self.ctx.train.batches(1024)])
-        self.model.train()
-        return correct
 
     def step(self, batch: Batch) -> dict[str, Tensor]:
         assert self.optimizer is not None and batch.index is not None
