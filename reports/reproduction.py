@@ -464,6 +464,16 @@ def trend(run: dict[str, Any], key: str) -> tuple[float, int]:
     return points[-1] - points[-1 - window], window
 
 
+def still_moving(row: Row, metric: str) -> str:
+    """For a cell without a paper number: whether training ended with the metric still changing by more than
+    ``TOLERANCE`` points over its last selectable epochs (the row is then a snapshot, not a converged value)."""
+    changes = [c for c, _ in (trend(run, metric) for run in row.runs) if not math.isnan(c)]
+    if not changes or abs(sum(changes) / len(changes)) <= TOLERANCE:
+        return ""
+    window = trend(row.runs[0], metric)[1]
+    return f"not converged: last {window} selectable epochs {sum(changes) / len(changes):+.2f}"
+
+
 def diagnosis(rep: Reproduction, row: Row, metric: str, paper: float, teachers: dict[str, dict[str, Any]]) -> str:
     """What the records measure about a cell: trend at the end of training, the oracle (test-monitored)
     value, the method's own curves at the chosen epoch, the distance to its teacher."""
@@ -519,7 +529,7 @@ def table(rep: Reproduction, records: list[dict[str, Any]], reference: pd.DataFr
     columns = ["dataset", "protocol", "method", "seeds"]
     for metric in rep.metrics:
         columns += [f"{metric} ours", f"{metric} paper", f"{metric} Δ", f"{metric} ours − {rep.baseline}"]
-    columns.append(f"measured where |Δ| > {TOLERANCE:g}")
+    columns.append(f"measured where |Δ| > {TOLERANCE:g} (or, without a paper number, still moving)")
     body = []
     rows = rows_of(rep, records)
     teachers = teacher_runs(records)
@@ -537,6 +547,8 @@ def table(rep: Reproduction, records: list[dict[str, Any]], reference: pd.DataFr
                       "–" if math.isnan(delta) else f"{delta:+.2f}", "–" if math.isnan(gain) else f"{gain:+.2f}"]
             if not math.isnan(delta) and abs(delta) > TOLERANCE:
                 off.append(f"{metric}: {diagnosis(rep, row, metric, paper, teachers)}")
+            elif math.isnan(paper) and not row.snapshot and (moving := still_moving(row, metric)):
+                off.append(f"{metric}: {moving}")
         cells.append(" | ".join(off) if off else "")
         body.append(cells)
     return Table(columns, body, rep.name)

@@ -218,3 +218,24 @@ def test_teacher_rows_are_shown_and_a_distilled_cell_is_measured_against_its_tea
     assert measured.startswith("ood_acc: ") and "paper at 2.4 seed std from our mean" in measured
     assert "its teacher: 99.00 (ours − teacher -3.00)" in measured
     assert "ood agreement with the teacher: 96.50" in measured
+
+
+def test_a_cell_without_paper_number_says_when_training_ended_still_moving() -> None:
+    from reports.paper import load_reference
+    from reports.reproduction import table
+
+    rep = Reproduction(name="t", title="T", suite="quick", protocols=("cpu",), source="Bassi et al. 2024",
+                       selection="iid_val", metrics=("ood_acc",), curve_keys=())
+
+    def record(method: str, curve: list[float]) -> dict:
+        epochs = [{"epoch": i + 1, "ood_acc": v, "selectable": True} for i, v in enumerate(curve)]
+        return {"run_id": method, "method": method, "dataset": "coloured_mnist", "protocol": "cpu",
+                "model": "small_cnn", "seed": 0, "meta": {}, "epochs": epochs,
+                "config": {"hparams": {}, "dataset_params": {"strength": 1.0}, "teacher": None},
+                "final": {"iid_val": {"ood_acc": curve[-1], "epoch": len(curve)}}}
+
+    rows = {r[2]: r for r in table(rep, [record("attention_distill", [0.40, 0.45, 0.50, 0.55, 0.59]),
+                                         record("gradcam_distill", [0.90, 0.95, 0.97, 0.975, 0.976])],
+                                   load_reference()).rows}
+    assert rows["attention_distill"][-1] == "ood_acc: not converged: last 1 selectable epochs +4.00"
+    assert rows["gradcam_distill"][-1] == ""  # +0.1 over its last epoch: settled
