@@ -66,12 +66,13 @@ def balanced_risk(losses: Tensor, groups: Tensor, n_groups: int) -> Tensor:
     return (means * present).sum() / present.sum().clamp(min=1)
 
 
-def penultimate(model: nn.Module, x: Tensor) -> tuple[Tensor, Tensor]:
-    """(features, logits): the input of the model's final linear layer and the model's output."""
+def penultimate(model: nn.Module, x: Tensor, forward: Any = None) -> tuple[Tensor, Tensor]:
+    """(features, logits): the input of the model's final linear layer and the output of ``forward(x)`` (default:
+    the model itself; e.g. a masked functional call of it)."""
     seen: list[Tensor] = []
     handle = classifier_module(model).register_forward_pre_hook(lambda module, args: seen.append(args[0]))
     try:
-        logits = model(x)
+        logits = (forward or model)(x)
     finally:
         handle.remove()
     return seen[0].flatten(1), logits

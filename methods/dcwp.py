@@ -15,7 +15,7 @@ from torch.func import functional_call
 from bench.data import Batch
 from bench.losses import gce, weighted_mean
 from bench.method import Method, TrainHparams, register_method
-from bench.models import classifier_module
+from methods._groups import penultimate
 from methods._mining import correct_on
 from methods.neuron_diff import masked_weight_names
 
@@ -162,16 +162,11 @@ class DCWP(Method):
     def masked_losses(self, batch: Batch, upweight: float, sample: bool) -> dict[str, Tensor]:
         assert batch.index is not None
         gates = self.gates(sample)
-        seen: list[Tensor] = []  # the masked network's penultimate features, caught on the way
-        handle = classifier_module(self.model).register_forward_pre_hook(lambda m, args: seen.append(args[0]))
-        try:
-            logits = self.masked(batch.x, gates)
-        finally:
-            handle.remove()
+        features, logits = penultimate(self.model, batch.x, lambda x: self.masked(x, gates))
         conflicting = self.conflicting[batch.index]
         weight = torch.where(conflicting, upweight, 1.0)
         ce = weighted_mean(F.cross_entropy(logits, batch.y, reduction="none"), weight)
-        contrastive = debiased_supcon(seen[0].flatten(1), batch.y, conflicting, self.hp.contrastive_temperature)
+        contrastive = debiased_supcon(features, batch.y, conflicting, self.hp.contrastive_temperature)
         logs = {"ce": ce, "contrastive": contrastive, "loss": ce + self.hp.contrastive_weight * contrastive}
         if sample:
             sparsity = torch.stack([p.sum() for p in self.mask_logits]).sum()
