@@ -24,7 +24,7 @@ from bench.errors import UserError
 from bench.fingerprint import changed_parts, code_fingerprint
 from bench.heatmaps import ExplanationProbe, eval_view
 from bench.method import build_method, check_supervision, get_method, resolve_hparams, supervision_budget
-from bench.metrics import evaluate, predict_split
+from bench.metrics import eval_batch_size, evaluate, predict_split
 from bench.models import create_model
 from bench.protocols import get_protocol
 from bench.provenance import provenance
@@ -218,9 +218,11 @@ class _Training:
         self.budget = self.method.ctx.budget
         self.reads: set[str] = set()
         self.counters = _Progress()
+        self.eval_batch = eval_batch_size(self.protocol.eval_batch_size, device,
+                                          tuple(self.dataset.splits["train"].x.shape))
         self.teacher_preds = self._teacher_predictions()
         self.probe = ExplanationProbe(self.dataset, teacher, view=self._eval_view(),
-                                      teacher_view=self.dataset.teacher_view)
+                                      teacher_view=self.dataset.teacher_view, batch_size=min(128, self.eval_batch))
         self.rule = SELECTION_RULES.get(DEFAULT_RULE)
 
     def meta(self) -> dict[str, Any]:
@@ -247,7 +249,7 @@ class _Training:
         if self.teacher is None:
             return None
         view = self.dataset.teacher_view
-        return {name: predict_split(self.teacher, self.dataset.splits[name], self.protocol.eval_batch_size, view)
+        return {name: predict_split(self.teacher, self.dataset.splits[name], self.eval_batch, view)
                 for name in self.dataset.eval_splits}
 
     # --- checkpoints ------------------------------------------------------------------------
@@ -362,7 +364,7 @@ class _Training:
         begin = time.perf_counter()
         self.method.eval()
         with torch.no_grad():
-            metrics = evaluate(self.method.predict, self.dataset, self.protocol.eval_batch_size,
+            metrics = evaluate(self.method.predict, self.dataset, self.eval_batch,
                                self.dataset.eval_splits,
                                self.teacher_preds, view=self._eval_view())
             metrics["val_loss"] = self._val_loss()
@@ -375,7 +377,7 @@ class _Training:
 
     def _val_loss(self) -> float:
         split = self.dataset.splits[self.roles.selection]
-        size = self.protocol.eval_batch_size
+        size = self.protocol.eval_batch_size  # a method's objective may depend on its batch (IRM's penalty)
         total = torch.zeros((), device=self.device)
         for i in range(0, len(split), size):
             index = torch.arange(i, min(i + size, len(split)), device=self.device)
