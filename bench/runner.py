@@ -66,7 +66,7 @@ def execute(cfg: RunConfig, store: Store, device: torch.device, progress: bool =
     if existing is not None and _keep(existing, code, retry_failed, reuse_stale):
         return existing
     prepared = prepared or Prepared(cfg, device)
-    teacher = load_teacher(cfg.teacher, store, device, progress) if cfg.teacher else None
+    teacher = load_teacher(cfg.teacher, store, device, progress, reuse_stale) if cfg.teacher else None
     store.ensure_run(cfg.run_id, cfg.to_dict())
     with run_lock(store.run_dir(cfg.run_id), wait=False) as owned:
         if not owned:
@@ -134,17 +134,19 @@ def run_lock(run_dir: Path, wait: bool) -> Iterator[bool]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def load_teacher(teacher_cfg: dict[str, Any], store: Store, device: torch.device, progress: bool) -> nn.Module:
-    """The frozen teacher artifact: trained once per config (cached in the store), then reused. A teacher that
-    another process is training is waited for; a failed teacher raises ``RunFailed``."""
+def load_teacher(teacher_cfg: dict[str, Any], store: Store, device: torch.device, progress: bool,
+                 reuse_stale: bool = False) -> nn.Module:
+    """The frozen teacher artifact: trained once per config (cached in the store), then reused; a stale one is
+    kept when the student's run keeps stale runs (``reuse_stale``). A teacher that another process is training is
+    waited for; a failed teacher raises ``RunFailed``."""
     cfg = RunConfig.from_dict(teacher_cfg)
     state = None
     for _ in range(2):
-        record = execute(cfg, store, device, progress)
+        record = execute(cfg, store, device, progress, reuse_stale=reuse_stale)
         if record["status"] == "running":  # trained by another process: wait for its lock, then look again
             with run_lock(store.run_dir(cfg.run_id), wait=True):
                 pass
-            record = execute(cfg, store, device, progress)
+            record = execute(cfg, store, device, progress, reuse_stale=reuse_stale)
         if record["status"] != "finished":
             raise RunFailed(f"its teacher run {cfg.run_id} failed ({record.get('error')})")
         state = load_checkpoint(store.run_dir(cfg.run_id) / "best.pt", torch.device("cpu"))

@@ -76,6 +76,21 @@ def test_editing_a_method_reruns_exactly_its_runs(tmp_path: Path, monkeypatch: p
     assert again["finished"] == 3 and after[runs[0].run_id]["code"]["method"] == "edited"
 
 
+def test_a_kept_stale_teacher_is_not_retrained_for_its_student(tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    student = [make_run_config("output_distill", "coloured_mnist", "fast", seed, {**TINY_HP, "epochs": 1}, TINY_DATA,
+                               teacher_hparams={**TINY_HP, "epochs": 1}) for seed in range(3)]
+    teacher_id = RunConfig.from_dict(student[0].teacher).run_id
+    run_sweep(student[:1], tmp_path, "cpu", progress=False)
+    trained = Store(tmp_path).get(teacher_id)["updated_at"]
+    real = fingerprint.engine_fingerprint
+    monkeypatch.setattr(fingerprint, "engine_fingerprint", lambda: "edited-" + real())  # as if bench/ were edited
+    run_sweep(student[1:2], tmp_path, "cpu", progress=False, reuse_stale=True)
+    assert Store(tmp_path).get(teacher_id)["updated_at"] == trained
+    run_sweep(student[2:], tmp_path, "cpu", progress=False)
+    assert Store(tmp_path).get(teacher_id)["updated_at"] != trained
+
+
 def test_a_sweep_survives_a_diverging_teacher_and_an_oversized_batch(tmp_path: Path) -> None:
     from reports.report import write_report
 
