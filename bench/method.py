@@ -161,6 +161,13 @@ class Method:
         is not yet the method's predictor). Evaluated by the runner after each epoch."""
         return True
 
+    def mined_minority(self) -> Tensor | None:
+        """For a method that infers the bias from labels alone: the training samples it currently treats as the
+        minority (bias-conflicting), one bool per sample of the training split in its order; None before it has
+        inferred them, and for every other method. The runner scores it against the dataset's groups, which the
+        method never sees (``bench.metrics.mining_metrics``)."""
+        return None
+
     def epoch_metrics(self) -> dict[str, float]:
         """Method-specific numbers recorded with each evaluated epoch (eval mode, no grad), computed only from
         what the budget grants (e.g. the ``val`` view). Default: none."""

@@ -60,6 +60,27 @@ def split_metrics(name: str, split: Split, preds: Tensor, group_names: dict[int,
     return dict(zip(keys, numbers, strict=True))
 
 
+def conflicting_samples(split: Split, roles: SplitRoles) -> Tensor:
+    """Which samples of ``split`` belong to a group the dataset declares bias-conflicting."""
+    groups = torch.tensor(roles.groups_of_kind("conflicting"), dtype=split.group.dtype, device=split.group.device)
+    return torch.isin(split.group, groups)
+
+
+def mining_metrics(mined: Tensor | None, conflicting: Tensor) -> dict[str, float]:
+    """How a method's inferred minority (``Method.mined_minority``) matches the training split's true
+    bias-conflicting samples: ``mined_share`` (of the training split), ``mined_precision`` (of the mined samples,
+    the share that is conflicting), ``mined_recall`` (of the conflicting samples, the share mined), and
+    ``train_conflicting_share`` (what a perfect miner's share would be)."""
+    if mined is None or not bool(conflicting.any()):
+        return {}
+    mined, conflicting = mined.bool(), conflicting.bool().to(mined.device)
+    hits = (mined & conflicting).sum().float()
+    values = torch.stack([mined.float().mean(), hits / mined.sum().clamp(min=1), hits / conflicting.sum(),
+                          conflicting.float().mean()])
+    keys = ("mined_share", "mined_precision", "mined_recall", "train_conflicting_share")
+    return dict(zip(keys, values.tolist(), strict=True))
+
+
 def add_gaps(metrics: dict[str, float], roles: SplitRoles) -> dict[str, float]:
     """The generalisation gaps ``<iid>_<shifted>_gap`` = IID accuracy − accuracy on each shifted split."""
     iid = roles.iid

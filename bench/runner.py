@@ -24,7 +24,7 @@ from bench.errors import UserError
 from bench.fingerprint import changed_parts, code_fingerprint
 from bench.heatmaps import ExplanationProbe, eval_view
 from bench.method import build_method, check_supervision, get_method, resolve_hparams, supervision_budget
-from bench.metrics import eval_batch_size, evaluate, predict_split
+from bench.metrics import conflicting_samples, eval_batch_size, evaluate, mining_metrics, predict_split
 from bench.models import create_model
 from bench.protocols import get_protocol
 from bench.provenance import provenance
@@ -223,6 +223,7 @@ class _Training:
         self.eval_batch = eval_batch_size(self.protocol.eval_batch_size, device,
                                           tuple(self.dataset.splits["train"].x.shape))
         self.teacher_preds = self._teacher_predictions()
+        self.train_conflicting = conflicting_samples(self.dataset.splits["train"], self.roles)
         self.probe = ExplanationProbe(self.dataset, teacher, view=self._eval_view(),
                                       teacher_view=self.dataset.teacher_view, batch_size=min(128, self.eval_batch))
         self.rule = SELECTION_RULES.get(DEFAULT_RULE)
@@ -371,6 +372,7 @@ class _Training:
                                self.teacher_preds, view=self._eval_view())
             metrics["val_loss"] = self._val_loss()
             metrics.update(self.method.epoch_metrics())
+            metrics.update(mining_metrics(self.method.mined_minority(), self.train_conflicting))
         metrics.update(self.probe.metrics(self.method.predictor()))
         if not math.isfinite(metrics["val_loss"]):
             raise RunDiverged("non-finite validation loss")

@@ -218,6 +218,10 @@ class GroupMethod(Method):
         assert batch.index is not None
         return self.partition[batch.index]
 
+    def mined_minority(self) -> Tensor | None:
+        inferred = self.grouping == "inferred" and bool(self.penalty_scale > 0)  # > 0 from the partition epoch on
+        return self.partition.bool() if inferred else None
+
     def epoch_metrics(self) -> dict[str, float]:
         if self.grouping != "inferred":
             return {}

@@ -26,6 +26,9 @@ class LossEMA:
         self.values[index] = torch.where(self.seen[index], self.alpha * old + (1 - self.alpha) * losses, losses)
         self.seen[index] = True
 
+    def normalised_all(self) -> Tensor:
+        return self.normalised(torch.arange(len(self.values), device=self.values.device))
+
     def normalised(self, index: Tensor) -> Tensor:
         class_max = torch.zeros(self.num_classes, device=self.values.device).scatter_reduce(
             0, self.labels, self.values, reduce="amax", include_self=True)
@@ -37,6 +40,14 @@ class LossEMA:
     def load_state_dict(self, state: dict[str, Tensor]) -> None:
         device = self.labels.device
         self.values, self.seen, self.labels = (state[k].to(device) for k in ("values", "seen", "labels"))
+
+
+def upweighted(biased: LossEMA, debiased: LossEMA) -> Tensor | None:
+    """The samples LfF's weighting favours, W(x) > 1/2 (the biased model's normalised loss above the debiased
+    one's); None before every sample has been seen once."""
+    if not bool(biased.seen.all()):
+        return None
+    return relative_difficulty(biased.normalised_all(), debiased.normalised_all()) > 0.5
 
 
 def relative_difficulty(biased: Tensor, debiased: Tensor) -> Tensor:

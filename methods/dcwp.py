@@ -211,6 +211,9 @@ class DCWP(Method):
         self.model.eval()
         self.biased.eval()
 
+    def mined_minority(self) -> Tensor | None:
+        return None if self.current == "pretrain" else self.conflicting.bool()
+
     def epoch_metrics(self) -> dict[str, float]:
         if self.current == "pretrain":
             return {}

@@ -13,7 +13,7 @@ from bench.data import Batch
 from bench.losses import gce
 from bench.method import Method, TrainHparams, register_method
 from bench.models import classifier_module
-from methods._mining import LossEMA, relative_difficulty
+from methods._mining import LossEMA, relative_difficulty, upweighted
 from methods.lff import label_table
 
 
@@ -121,6 +121,9 @@ class DFA(Method):
         perm = torch.randperm(len(batch.y), device=batch.y.device) if bool(self.swapping) else None
         logs = dfa_losses(model, z_i, z_b, batch.y, weight, perm, self.hp)
         return {**self.descend(logs), "weight": weight.mean()}
+
+    def mined_minority(self) -> Tensor | None:
+        return upweighted(self.ema_b, self.ema_i)
 
     def state_dict(self) -> dict[str, Any]:
         return {**super().state_dict(), "ema_i": self.ema_i.state_dict(), "ema_b": self.ema_b.state_dict(),

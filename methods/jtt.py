@@ -77,6 +77,9 @@ class JTT(Method):
     def selectable(self) -> bool:
         return bool(self.stage2)
 
+    def mined_minority(self) -> Tensor | None:
+        return self.weights > 1 if bool(self.stage2) else None
+
     def epoch_metrics(self) -> dict[str, float]:
         return {"jtt_error_share": float((self.weights > 1).float().mean())} if bool(self.stage2) else {}
 

@@ -12,7 +12,7 @@ from torch import Tensor
 from bench.data import Batch
 from bench.losses import gce
 from bench.method import Method, TrainHparams, register_method
-from methods._mining import LossEMA, relative_difficulty
+from methods._mining import LossEMA, relative_difficulty, upweighted
 
 
 @dataclass
@@ -95,6 +95,9 @@ class LfF(Method):
 
     def scheduled_optimizers(self) -> list[torch.optim.Optimizer]:
         return [self.optimizer, self.optimizer_b]  # type: ignore[list-item]
+
+    def mined_minority(self) -> Tensor | None:
+        return upweighted(self.ema_b, self.ema_d)
 
     def state_dict(self) -> dict[str, Any]:
         return {**super().state_dict(), "biased": self.biased.state_dict(),

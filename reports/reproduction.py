@@ -30,6 +30,7 @@ from bench.suites import get_suite
 from reports.blocks import Block, Heading, Para, Table, markdown, table_csv
 from reports.differentiation import differentiation_blocks
 from reports.leaderboard import RECORD_KEYS, read_records, records_text, revision
+from reports.mining import mining_blocks
 from reports.paper import load_reference, references_for
 from reports.variants import display_names
 
@@ -107,7 +108,7 @@ register_reproduction(Reproduction(
                                  ("B's val. acc.", "nd_b_val_acc"), ("core share of D", "nd_core_share"))},
     snapshots=(Snapshot("neuron_diff: its CE stage (the paper's vanilla recipe)", "neuron_diff",
                         lambda hp: hp["bias_epochs"] + hp["vanilla_epochs"], "erm"),),
-    analyses=(differentiation_blocks,),
+    analyses=(differentiation_blocks, mining_blocks),
     notes=(
         "The paper's Vanilla and baseline rows (‡) are copied by the paper from earlier work that selects and "
         "reports on the unbiased test set; our rows select on the biased validation split (iid_val). The oracle "
@@ -136,6 +137,7 @@ register_reproduction(Reproduction(
     selection="iid_val",
     metrics=("unbiased_acc",),
     curve_keys=("train_loss", "val_loss", "val_acc", "iid_acc", "unbiased_acc", "conflicting_acc", "selectable"),
+    analyses=(mining_blocks,),
     notes=(
         "The paper's Vanilla, LfF, DFA and DCWP rows (‡) are copied by the paper from earlier work that selects "
         "and reports on the unbiased test set and trains MLPs or the paper's CNN for far longer; our rows run "
@@ -153,12 +155,13 @@ TEA_CURVES = ("train_loss", "val_loss", "iid_acc", "ood_acc", "shift_acc", "iid_
 
 
 def tea_table1(name: str, title: str, suite: str, protocol: str, notes: tuple[str, ...],
-               curve_keys: tuple[str, ...] = TEA_CURVES, tuning: Tuning | None = None) -> Reproduction:
+               curve_keys: tuple[str, ...] = TEA_CURVES, tuning: Tuning | None = None,
+               analyses: tuple[Callable[[list[dict[str, Any]]], list[Block]], ...] = ()) -> Reproduction:
     """A column of Table 1 of the explanation-distillation paper: IID / OOD / shift accuracy, checkpoints
     selected on the biased validation split, as the paper."""
     return register_reproduction(Reproduction(
         name=name, title=title, suite=suite, protocols=(protocol,), source="Bassi et al. 2024", selection="iid_val",
-        metrics=SPLIT_ACCURACIES, curve_keys=curve_keys, notes=notes, tuning=tuning))
+        metrics=SPLIT_ACCURACIES, curve_keys=curve_keys, notes=notes, tuning=tuning, analyses=analyses))
 
 
 tea_table1(
@@ -280,7 +283,7 @@ for _name, _suite, _protocol, _title in (
         ("tea-table1-cmnist-groups", "repro-groups-cmnist80-cpu", "cpu", "CPU protocol"),
         ("tea-table1-cmnist-groups-gpu", "paper-groups-cmnist80", "paper", "paper protocol")):
     tea_table1(_name, f"Explanation distillation, Table 1: the group-invariance rows at 80 % bias ({_title})",
-               _suite, _protocol, notes=(GROUPS_NOTE,))
+               _suite, _protocol, notes=(GROUPS_NOTE,), analyses=(mining_blocks,))
 
 register_reproduction(Reproduction(
     name="masks-mnist-background",
@@ -705,6 +708,7 @@ for _name, _suite, _protocol, _title in (
         metrics=("test_worst_group_acc", "test_acc", "test_id_acc", "test_ood_acc"),
         curve_keys=("train_loss", "val_loss", "val_acc", "val_worst_group_acc", "test_worst_group_acc",
                     "test_id_acc", "test_ood_acc"),
+        analyses=(mining_blocks,),
         notes=(
             GROUPS_WATERBIRDS_NOTE,
             "Every row selects its checkpoint on the validation split's worst-group accuracy (validation group "

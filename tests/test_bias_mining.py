@@ -116,3 +116,75 @@ def test_dcwp_gate_is_binary_forward_with_the_soft_gradient() -> None:
                                                         abs=0.03)
     gate.sum().backward()
     assert pi.grad is not None and (pi.grad > 0).all()
+
+
+def test_mining_metrics_score_the_mined_set_against_the_true_conflicting_samples() -> None:
+    from bench.metrics import mining_metrics
+
+    mined = torch.tensor([True, True, True, False, False, False])
+    conflicting = torch.tensor([True, True, False, True, False, False])
+    values = mining_metrics(mined, conflicting)
+    assert values == pytest.approx({"mined_share": 0.5, "mined_precision": 2 / 3, "mined_recall": 2 / 3,
+                                    "train_conflicting_share": 0.5})
+    assert mining_metrics(None, conflicting) == {}
+    assert mining_metrics(mined, torch.zeros(6, dtype=torch.bool)) == {}  # nothing to find: no numbers
+
+
+def test_upweighted_is_what_lffs_weight_puts_above_one_half() -> None:
+    from methods._mining import upweighted
+
+    labels = torch.tensor([0, 0, 1, 1])
+    biased, debiased = LossEMA(labels, 2, 0.7), LossEMA(labels, 2, 0.7)
+    biased.update(torch.tensor([0, 1, 2]), torch.tensor([2.0, 0.1, 1.0]))
+    debiased.update(torch.tensor([0, 1, 2]), torch.tensor([0.5, 1.0, 1.0]))
+    assert upweighted(biased, debiased) is None  # sample 3 not seen yet
+    biased.update(torch.tensor([3]), torch.tensor([0.5]))
+    debiased.update(torch.tensor([3]), torch.tensor([1.0]))
+    # normalised per class: biased (1, .05 | 1, .5), debiased (.5, 1 | 1, 1)
+    assert upweighted(biased, debiased).tolist() == [True, False, False, False]
+
+
+@pytest.mark.parametrize("method", ["jtt", "lff", "dfa", "dcwp", "groupdro_inferred"])
+def test_runs_of_label_only_methods_record_how_well_they_found_the_minority(method: str, tmp_path) -> None:
+    from bench.runs import make_run_config
+    from bench.store import Store
+    from bench.sweep import run_sweep
+    from tests.conftest import TINY_DATA
+
+    hp = {"epochs": 3, "batch_size": 64, **({"id_epochs": 1} if method == "jtt" else {}),
+          **({"prune_epochs": 1, "retrain_epochs": 1} if method == "dcwp" else {})}
+    cfg = make_run_config(method, "coloured_mnist", "fast", 0, hp, {**TINY_DATA, "strength": 0.8})
+    assert run_sweep([cfg], tmp_path, "cpu", progress=False)["finished"] == 1
+    last = Store(tmp_path).epochs(cfg.run_id)[-1]
+    assert 0 < last["mined_share"] <= 1 and 0 <= last["mined_precision"] <= 1 and 0 <= last["mined_recall"] <= 1
+    record = Store(tmp_path).get(cfg.run_id)
+    assert "group" not in record["meta"]["read_fields"]  # measured by the runner, never read by the method
+
+
+def test_methods_that_do_not_mine_report_nothing(tmp_path) -> None:
+    from bench.runs import make_run_config
+    from bench.store import Store
+    from bench.sweep import run_sweep
+    from tests.conftest import TINY_DATA
+
+    cfg = make_run_config("groupdro", "coloured_mnist", "fast", 0, {"epochs": 2, "batch_size": 64},
+                          {**TINY_DATA, "strength": 0.8})
+    run_sweep([cfg], tmp_path, "cpu", progress=False)
+    assert not [k for k in Store(tmp_path).epochs(cfg.run_id)[-1] if k.startswith("mined_")]
+
+
+def test_mining_table_reads_each_runs_last_scored_epoch() -> None:
+    from reports.blocks import Table
+    from reports.mining import mining_blocks
+
+    def record(method: str, epochs: list[dict]) -> dict:
+        return {"method": method, "dataset": "cmnist_lff", "seed": 0, "epochs": epochs,
+                "config": {"dataset_params": {"conflict_ratio": 0.01}}}
+
+    scored = {"mined_share": 0.02, "mined_precision": 0.4, "mined_recall": 0.8, "train_conflicting_share": 0.01}
+    records = [record("jtt", [{"epoch": 1}, {"epoch": 2, **scored}, {"epoch": 3, **scored, "mined_recall": 0.9}]),
+               record("erm", [{"epoch": 1}])]
+    blocks = mining_blocks(records)
+    table = next(b for b in blocks if isinstance(b, Table))
+    assert table.rows == [["cmnist_lff", "jtt", "0", "3", "2.0", "40.0", "90.0", "1.0"]]
+    assert mining_blocks([records[1]]) == []
