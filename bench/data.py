@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -195,6 +196,22 @@ def _apply(fn: Callable[[Tensor], Tensor], tensor: Tensor | None) -> Tensor | No
     return None if tensor is None else fn(tensor)
 
 
+def content_digest(dataset: BiasedDataset) -> str:
+    """SHA-256 of every tensor of every split (names, shapes, dtypes and bytes, in a fixed order): two runs with
+    the same digest saw the same images and labels, whatever machine generated them."""
+    digest = hashlib.sha256()
+    for name in sorted(dataset.splits):
+        split = dataset.splits[name]
+        for key in ("x", "y", "bias", "group", "mask", "x_debiased"):
+            tensor = getattr(split, key)
+            if tensor is None:
+                continue
+            tensor = tensor.detach().to("cpu").contiguous()
+            digest.update(f"{name}.{key}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
+            digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
 def to_float_images(x: Tensor) -> Tensor:
     return x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()
 
@@ -356,8 +373,6 @@ def dataset_config(name: str, params: dict[str, Any] | None = None) -> Any:
 def generator_code_fingerprint() -> str:
     """A hash of the dataset generators' code (every ``datasets/*.py`` and the sprite manifest): editing a
     generator invalidates cached datasets even when nobody bumps its ``version``."""
-    import hashlib
-
     root = Path(__file__).resolve().parent.parent / "datasets"
     digest = hashlib.sha256()
     for path in sorted([*root.glob("*.py"), root / "assets" / "sprites" / "manifest.json"]):

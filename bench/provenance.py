@@ -35,6 +35,18 @@ def device_name(device: torch.device) -> str:
     return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
 
 
+def cpu_model() -> str:
+    """The processor's model name (Linux: /proc/cpuinfo), else what ``platform`` knows: floating-point results
+    of the same code can differ between CPU models, so a record names its CPU."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def package_versions() -> dict[str, str]:
     versions = {"python": platform.python_version()}
     for name in PACKAGES:
@@ -47,4 +59,4 @@ def package_versions() -> dict[str, str]:
 
 def provenance(device: torch.device) -> dict[str, Any]:
     return {"git": git_revision(), "packages": package_versions(), "device": device_name(device),
-            "host": platform.node()}
+            "cpu": cpu_model(), "host": platform.node()}

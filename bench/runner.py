@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import math
 import resource
 import sys
@@ -19,7 +20,7 @@ from torch import Tensor, nn
 from bench.artifacts import GALLERY_FILE, load_checkpoint, save_gallery
 from bench.atomic import atomic_torch_save
 from bench.augment import AUGMENTATIONS
-from bench.data import Batch, BiasedDataset, audit_reads, load_dataset
+from bench.data import Batch, BiasedDataset, audit_reads, content_digest, load_dataset
 from bench.errors import UserError
 from bench.fingerprint import changed_parts, code_fingerprint
 from bench.heatmaps import ExplanationProbe, eval_view
@@ -134,6 +135,16 @@ def run_lock(run_dir: Path, wait: bool) -> Iterator[bool]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def weights_digest(model: nn.Module) -> str:
+    """SHA-256 of a model's state (names, shapes and bytes): which teacher exactly a student learnt from."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        tensor = tensor.detach().to("cpu").contiguous()
+        digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
 def load_teacher(teacher_cfg: dict[str, Any], store: Store, device: torch.device, progress: bool,
                  reuse_stale: bool = False) -> nn.Module:
     """The frozen teacher artifact: trained once per config (cached in the store), then reused; a stale one is
@@ -223,6 +234,7 @@ class _Training:
         self.eval_batch = eval_batch_size(self.protocol.eval_batch_size, device,
                                           tuple(self.dataset.splits["train"].x.shape))
         self.teacher_preds = self._teacher_predictions()
+        self.data_digest = content_digest(self.dataset)
         self.train_conflicting = conflicting_samples(self.dataset.splits["train"], self.roles)
         self.probe = ExplanationProbe(self.dataset, teacher, view=self._eval_view(),
                                       teacher_view=self.dataset.teacher_view, batch_size=min(128, self.eval_batch))
@@ -243,6 +255,8 @@ class _Training:
             "group_names": {str(k): v for k, v in self.dataset.group_names.items()},
             "split_descriptions": self.dataset.split_descriptions,
             "explainer": self.probe.explainer,
+            "data_sha256": self.data_digest,
+            **({"teacher_sha256": weights_digest(self.teacher)} if self.teacher is not None else {}),
         }
 
     def _eval_view(self) -> str:

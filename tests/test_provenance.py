@@ -29,3 +29,41 @@ def test_only_code_changes_make_a_tree_dirty(tmp_path: Path, monkeypatch: pytest
     assert provenance.git_revision() == clean  # an exported result
     (tmp_path / "bench" / "code.py").write_text("x = 2\n")
     assert provenance.git_revision() == clean + "+dirty"
+
+
+def test_a_record_names_its_cpu_its_data_and_its_teacher(tmp_path) -> None:
+    import torch
+
+    from bench.provenance import cpu_model
+    from bench.runner import weights_digest
+    from bench.runs import RunConfig, make_run_config
+    from bench.store import Store
+    from bench.sweep import run_sweep
+    from tests.conftest import TINY_DATA, TINY_HP
+
+    cfg = make_run_config("output_distill", "coloured_mnist", "fast", 0, {**TINY_HP, "epochs": 1}, TINY_DATA,
+                          teacher_hparams={**TINY_HP, "epochs": 1})
+    run_sweep([cfg], tmp_path, "cpu", progress=False)
+    store = Store(tmp_path)
+    student, teacher = store.get(cfg.run_id), store.get(RunConfig.from_dict(cfg.teacher).run_id)
+    assert student["provenance"]["cpu"] == cpu_model() != ""
+    assert student["meta"]["data_sha256"] == teacher["meta"]["data_sha256"]  # the same images, seed 0
+    assert len(student["meta"]["teacher_sha256"]) == 64 and "teacher_sha256" not in teacher["meta"]
+    model = torch.nn.Linear(2, 2)
+    before = weights_digest(model)
+    with torch.no_grad():
+        model.weight[0, 0] += 1e-6
+    assert weights_digest(model) != before
+
+
+def test_the_data_digest_changes_with_one_pixel(tiny_dataset) -> None:
+    import dataclasses
+
+    from bench.data import content_digest
+
+    before = content_digest(tiny_dataset)
+    x = tiny_dataset.splits["train"].x.clone()
+    x[0, 0, 0, 0] ^= 1
+    changed = dataclasses.replace(tiny_dataset, splits={**tiny_dataset.splits,
+                                                      "train": dataclasses.replace(tiny_dataset.splits["train"], x=x)})
+    assert content_digest(changed) != before == content_digest(tiny_dataset)
