@@ -70,7 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--no-report", action="store_true")
     sweep.add_argument("--export", action="store_true",
                        help="as each run finishes, add it to the reproductions of this suite and protocol "
-                            "(results/reproductions/; needs a committed tree)")
+                            "(results/reproductions/; needs a committed tree); students learn from the "
+                            "reproductions' committed teachers")
     _common(sweep)
 
     report = sub.add_parser("report", help="write the report from the results store")
@@ -192,7 +193,8 @@ def cmd_sweep(args: argparse.Namespace, suite_name: str | None = None) -> None:
     if args.seeds is not None and args.seeds > MAX_SEEDS:
         raise UserError(f"--seeds must be <= {MAX_SEEDS}, got {args.seeds}")
     configs = suite.expand(seeds=args.seeds, protocol=args.protocol)
-    after_each = _exporter(suite.name, args.protocol or suite.protocol, args.out) if args.export else None
+    after_each = (_exporter(suite.name, args.protocol or suite.protocol, args.out, args.reuse_stale)
+                  if args.export else None)
     counts = run_sweep(configs, args.out, args.device, args.executor, args.workers, progress=not args.quiet,
                        retry_failed=args.retry_failed, reuse_stale=args.reuse_stale, after_each=after_each)
     print(f"suite {suite.name}: {len(configs)} runs: {counts['finished']} finished "
@@ -206,9 +208,10 @@ def cmd_sweep(args: argparse.Namespace, suite_name: str | None = None) -> None:
         sys.exit(1)
 
 
-def _exporter(suite: str, protocol: str, out: Path) -> Callable[[Any, str], None]:
-    """``sweep --export``: after each finished run, merge the store's finished runs into every reproduction of
-    ``suite`` at ``protocol`` and regenerate its files, so a stopped sweep loses at most the run in progress."""
+def _exporter(suite: str, protocol: str, out: Path, reuse_stale: bool = False) -> Callable[[Any, str], None]:
+    """``sweep --export``: first put the reproductions' committed teachers into the store (students learn from
+    them); then, after each finished run, merge the store's finished runs into every reproduction of ``suite``
+    at ``protocol`` and regenerate its files, so a stopped sweep loses at most the run in progress."""
     import reports.reproduction as reproduction
     from bench.provenance import git_revision
 
@@ -219,6 +222,11 @@ def _exporter(suite: str, protocol: str, out: Path) -> Callable[[Any, str], None
     if revision.endswith("+dirty") or revision == "unknown":
         raise UserError("--export records runs in results/reproductions/, which takes runs of a committed tree: "
                         "commit your changes (or run without --export)")
+    for rep in reps:
+        for run_id in reproduction.import_teachers(rep, out):
+            print(f"{rep.name}: teacher {run_id} taken from its committed weights"
+                  + ("" if reuse_stale else " (if the code changed since, it is trained again and its committed "
+                     "weights replaced; --reuse-stale keeps it)"), file=sys.stderr)
 
     def export(config: Any, status: str) -> None:
         if status != "finished":

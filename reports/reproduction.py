@@ -19,11 +19,13 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import torch
 
-from bench.atomic import atomic_write_text
+from bench.artifacts import load_checkpoint
+from bench.atomic import atomic_write_bytes, atomic_write_text
 from bench.errors import UserError
 from bench.protocols import get_protocol
-from bench.runs import RunConfig
+from bench.runs import TEACHER_METHOD, RunConfig
 from bench.selection import SELECTION_RULES
 from bench.store import Store
 from bench.suites import get_suite
@@ -334,14 +336,79 @@ def check_clean(records: list[dict[str, Any]], where: str) -> None:
 
 def add_records(rep: Reproduction, results_dir: Path, folder: Path = REPRODUCTION_DIR) -> int:
     """Merge the reproduction's finished runs of ``results_dir`` into its committed records (a run already
-    there is replaced by the new record); returns how many were added or replaced."""
+    there is replaced by the new record) and commit its small teachers' weights; returns how many runs were
+    added or replaced."""
     new = export_from_store(rep, results_dir)
     check_clean(new, str(results_dir))
     path = folder / rep.name / "records.jsonl"
     merged = read_records(path) + new
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, records_text(merged))
+    export_teachers(rep, results_dir, new, folder)
     return len(new)
+
+
+# --- committed teachers ----------------------------------------------------------------------------------
+# A teacher is an input of every student distilled from it: its weights are committed next to its record when
+# they are small (the CPU protocols' teachers are about 100 kB), so that later seeds, on any machine, learn from
+# the same teacher instead of one retrained there (training is not bit-identical across CPU models).
+TEACHER_BYTES = 2 * 2**20
+
+
+def teacher_checkpoint(rep: Reproduction, run_id: str, folder: Path = REPRODUCTION_DIR) -> Path:
+    return folder / rep.name / "teachers" / f"{run_id}.pt"
+
+
+def export_teachers(rep: Reproduction, results_dir: Path, records: list[dict[str, Any]],
+                    folder: Path = REPRODUCTION_DIR) -> list[str]:
+    """Copy the best checkpoint of every finished teacher in ``records`` of at most ``TEACHER_BYTES`` from the
+    store into the reproduction's ``teachers/``; returns the run ids copied."""
+    store = Store(results_dir, create=False)
+    copied = []
+    try:
+        for record in records:
+            source = store.run_dir(record["run_id"]) / "best.pt"
+            if record["method"] != TEACHER_METHOD or not source.exists() or source.stat().st_size > TEACHER_BYTES:
+                continue
+            target = teacher_checkpoint(rep, record["run_id"], folder)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_bytes(target, source.read_bytes())
+            copied.append(record["run_id"])
+    finally:
+        store.close()
+    return copied
+
+
+def import_teachers(rep: Reproduction, results_dir: Path, folder: Path = REPRODUCTION_DIR) -> list[str]:
+    """Put every committed teacher of the reproduction (record and weights) into the store of ``results_dir``
+    where that run is not finished there, so that students are distilled from it; returns the run ids imported.
+    The record keeps its own code fingerprint and revision: under changed code it is a stale run, which a sweep
+    reuses only with ``--reuse-stale``."""
+    imported = []
+    store = Store(results_dir)
+    try:
+        for record in load_records(rep, folder):
+            checkpoint = teacher_checkpoint(rep, record["run_id"], folder)
+            existing = store.get(record["run_id"])
+            if record["method"] != TEACHER_METHOD or not checkpoint.exists() or (
+                    existing is not None and existing["status"] == "finished"):
+                continue
+            if load_checkpoint(checkpoint, torch.device("cpu")) is None:
+                raise UserError(f"committed teacher {checkpoint} is unreadable; delete it and its record's run "
+                                "will be trained again")
+            run_dir = store.run_dir(record["run_id"])
+            run_dir.mkdir(parents=True, exist_ok=True)
+            atomic_write_bytes(run_dir / "best.pt", checkpoint.read_bytes())
+            store.ensure_run(record["run_id"], record["config"])
+            store.mark_running(record["run_id"], record["code"])
+            store.drop_epochs_after(record["run_id"], 0)
+            for epoch in record["epochs"]:
+                store.add_epoch(record["run_id"], epoch["epoch"], {k: v for k, v in epoch.items() if k != "epoch"})
+            store.finish(record["run_id"], record["final"], record["cost"], record["provenance"], record["meta"])
+            imported.append(record["run_id"])
+    finally:
+        store.close()
+    return imported
 
 
 # --- tuning ------------------------------------------------------------------------------------------

@@ -239,3 +239,51 @@ def test_a_cell_without_paper_number_says_when_training_ended_still_moving() -> 
                                    load_reference()).rows}
     assert rows["attention_distill"][-1] == "ood_acc: not converged: last 1 selectable epochs +4.00"
     assert rows["gradcam_distill"][-1] == ""  # +0.1 over its last epoch: settled
+
+
+def test_committed_teachers_are_exported_with_their_weights_and_imported_into_a_new_store(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from bench.runs import RunConfig, make_run_config
+    from bench.sweep import run_sweep
+    from reports.leaderboard import records_text
+    from reports.reproduction import export_teachers, import_teachers, teacher_checkpoint
+    from tests.conftest import TINY_DATA, TINY_HP
+
+    clean(monkeypatch, "0123456789ab")
+    rep = Reproduction(name="tiny-teach", title="T", suite="quick", protocols=("fast",), source="x",
+                       selection="iid_val", metrics=("ood_acc",), curve_keys=("ood_acc",))
+    student = make_run_config("output_distill", "coloured_mnist", "fast", 0, {**TINY_HP, "epochs": 1}, TINY_DATA,
+                              teacher_hparams={**TINY_HP, "epochs": 1})
+    first = tmp_path / "first"
+    run_sweep([student], first, "cpu", progress=False)
+    teacher_id = RunConfig.from_dict(student.teacher).run_id
+    records = [r for r in export_from_store_all(first) if r["run_id"] == teacher_id]
+    out = tmp_path / "reproductions"
+    (out / rep.name).mkdir(parents=True)
+    (out / rep.name / "records.jsonl").write_text(records_text(records))
+    assert export_teachers(rep, first, records, out) == [teacher_id]
+    weights = teacher_checkpoint(rep, teacher_id, out).read_bytes()
+    assert weights == (first / "runs" / teacher_id / "best.pt").read_bytes()
+
+    second = tmp_path / "second"  # a new machine: the teacher comes from the commit, not from training
+    assert import_teachers(rep, second, out) == [teacher_id]
+    assert import_teachers(rep, second, out) == []  # already there
+    imported = Store(second).get(teacher_id)
+    assert imported["status"] == "finished" and imported["provenance"] == records[0]["provenance"]
+    assert len(Store(second).epochs(teacher_id)) == len(records[0]["epochs"])
+    run_sweep([student.__class__(**{**student.to_dict(), "seed": 1})], second, "cpu", progress=False)
+    assert Store(second).get(teacher_id)["updated_at"] == imported["updated_at"]  # not trained again
+    learnt = [r for r in Store(second).runs() if r["method"] == "output_distill"][0]
+    first_student = Store(first).get(student.run_id)
+    assert learnt["meta"]["teacher_sha256"] == first_student["meta"]["teacher_sha256"]
+
+
+def export_from_store_all(folder: Path) -> list[dict]:
+    from reports.leaderboard import RECORD_KEYS
+
+    store = Store(folder, create=False)
+    try:
+        return [{**{k: run.get(k) for k in RECORD_KEYS}, "epochs": store.epochs(run["run_id"])}
+                for run in store.runs("finished")]
+    finally:
+        store.close()
