@@ -3,6 +3,7 @@
 so that reports render it without torch or model code)."""
 from __future__ import annotations
 
+import hashlib
 import io
 import sys
 from pathlib import Path
@@ -10,7 +11,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from bench.atomic import atomic_write_bytes
 from bench.errors import UserError
@@ -58,3 +59,13 @@ def read_gallery(path: Path) -> dict[str, np.ndarray] | None:
     except (OSError, ValueError, EOFError):
         return None
     return record if GALLERY_KEYS <= set(record) else None
+
+
+def state_digest(state: dict[str, Tensor]) -> str:
+    """SHA-256 of a state dict's tensors (names, shapes, dtypes and bytes, in name order)."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(state.items()):
+        tensor = tensor.detach().to("cpu").contiguous()
+        digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import math
 import resource
 import sys
@@ -17,7 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from bench.artifacts import GALLERY_FILE, load_checkpoint, save_gallery
+from bench.artifacts import GALLERY_FILE, load_checkpoint, save_gallery, state_digest
 from bench.atomic import atomic_torch_save
 from bench.augment import AUGMENTATIONS
 from bench.data import Batch, BiasedDataset, audit_reads, content_digest, load_dataset
@@ -137,12 +136,7 @@ def run_lock(run_dir: Path, wait: bool) -> Iterator[bool]:
 
 def weights_digest(model: nn.Module) -> str:
     """SHA-256 of a model's state (names, shapes and bytes): which teacher exactly a student learnt from."""
-    digest = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
-        tensor = tensor.detach().to("cpu").contiguous()
-        digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
-        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
+    return state_digest(model.state_dict())
 
 
 def load_teacher(teacher_cfg: dict[str, Any], store: Store, device: torch.device, progress: bool,

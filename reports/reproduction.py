@@ -34,6 +34,7 @@ from reports.differentiation import differentiation_blocks
 from reports.leaderboard import RECORD_KEYS, read_records, records_text, revision
 from reports.mining import mining_blocks
 from reports.paper import load_reference, references_for
+from reports.teachers import teacher_blocks
 from reports.variants import display_names
 
 REPRODUCTION_DIR = Path(__file__).resolve().parent.parent / "results" / "reproductions"
@@ -730,6 +731,7 @@ def blocks(rep: Reproduction, records: list[dict[str, Any]], reference: pd.DataF
                 grid_table(rep, records)]
     for analysis in rep.analyses:
         out += analysis(records)
+    out += teacher_blocks(records, lambda run_id: teacher_checkpoint(rep, run_id))
     if rep.notes:
         out += [Heading(2, "Protocol notes"), *[Para(f"- {note}") for note in rep.notes]]
     return out

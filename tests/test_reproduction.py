@@ -287,3 +287,30 @@ def export_from_store_all(folder: Path) -> list[dict]:
                 for run in store.runs("finished")]
     finally:
         store.close()
+
+
+def test_teacher_table_says_whether_each_student_learnt_from_the_committed_teacher(tmp_path: Path) -> None:
+    from bench.runner import weights_digest
+    from bench.runs import RunConfig, make_run_config
+    from reports.blocks import Table
+    from reports.teachers import teacher_blocks
+
+    student = make_run_config("output_distill", "coloured_mnist", "fast", 0, {"epochs": 1}, TINY_DATA)
+    teacher_id = RunConfig.from_dict(student.teacher).run_id
+    model = torch.nn.Linear(3, 2)
+    torch.save({"model": model.state_dict()}, tmp_path / f"{teacher_id}.pt")
+    other = torch.nn.Linear(3, 2)
+
+    def record(seed: int, meta: dict) -> dict:
+        return {"method": "output_distill", "dataset": "coloured_mnist", "seed": seed, "config": student.to_dict(),
+                "meta": meta}
+
+    records = [record(0, {"teacher_sha256": weights_digest(model)}),
+               record(1, {"teacher_sha256": weights_digest(other)}), record(2, {}),
+               {"method": "teacher", "dataset": "coloured_mnist", "seed": 0, "config": {}}]
+    table = next(b for b in teacher_blocks(records, lambda run_id: tmp_path / f"{run_id}.pt") if isinstance(b, Table))
+    assert [row[4] for row in table.rows] == ["yes", "no: another training of the same teacher config",
+                                              "not recorded (the run predates teacher digests)"]
+    missing = teacher_blocks(records[:1], lambda run_id: tmp_path / "absent.pt")
+    assert next(b for b in missing if isinstance(b, Table)).rows[0][4] == "no committed weights to compare"
+    assert teacher_blocks(records[3:], lambda run_id: tmp_path / "absent.pt") == []
