@@ -291,6 +291,36 @@ for _name, _suite, _protocol, _title in (
     tea_table1(_name, f"Explanation distillation, Table 1: the group-invariance rows at 80 % bias ({_title})",
                _suite, _protocol, notes=(GROUPS_NOTE,), analyses=(mining_blocks,))
 
+GROUPS_WATERBIRDS_NOTE = (
+    "Not the paper's data or models: emoji birds on procedural scenes and networks trained from scratch, where "
+    "the papers fine-tune an ImageNet-pretrained ResNet-50 on CUB birds over Places photographs. Compare the "
+    "ordering of the methods' worst-group accuracies and their gaps to ERM, not the numbers."
+)
+for _name, _suite, _protocol, _title in (
+        ("groups-waterbirds", "repro-groups-waterbirds-cpu", "cpu", "CPU protocol, 32 px"),
+        ("groups-waterbirds-gpu", "paper-groups-waterbirds", "paper", "authors' recipes, for a GPU")):
+    register_reproduction(Reproduction(
+        name=_name,
+        title=f"Group-robust and bias-mining methods on Waterbirds, worst-group accuracy ({_title})",
+        suite=_suite,
+        protocols=(_protocol,),
+        source="Liu et al. 2021 (JTT",
+        selection="unbiased_val",
+        metrics=("test_worst_group_acc", "test_acc", "test_id_acc", "test_ood_acc"),
+        curve_keys=("train_loss", "val_loss", "val_acc", "val_worst_group_acc", "test_worst_group_acc",
+                    "test_id_acc", "test_ood_acc"),
+        analyses=(mining_blocks,),
+        notes=(
+            GROUPS_WATERBIRDS_NOTE,
+            "Every row selects its checkpoint on the validation split's worst-group accuracy (validation group "
+            "labels), as GroupDRO and JTT select theirs; GroupDRO, IRM and PGI also train with the training "
+            "split's group labels, the other rows with class labels only (e2KD and KD: and a teacher trained on "
+            "the birds over random scenes).",
+            "The published numbers are JTT's Table 1 (ERM, LfF, JTT, Group DRO); IRM, PGI, e²KD and KD have no "
+            "published Waterbirds worst-group number at 95 % bias.",
+        ),
+    ))
+
 register_reproduction(Reproduction(
     name="masks-mnist-background",
     title="Mask-guided baselines on MNIST with background bias (our setting, no published number)",
@@ -761,33 +791,3 @@ def write_reproduction(rep: Reproduction, folder: Path = REPRODUCTION_DIR) -> Pa
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(path, text)
     return folder / f"{rep.name}.md"
-
-GROUPS_WATERBIRDS_NOTE = (
-    "Not the paper's data or models: emoji birds on procedural scenes and networks trained from scratch, where "
-    "the papers fine-tune an ImageNet-pretrained ResNet-50 on CUB birds over Places photographs. Compare the "
-    "ordering of the methods' worst-group accuracies and their gaps to ERM, not the numbers."
-)
-for _name, _suite, _protocol, _title in (
-        ("groups-waterbirds", "repro-groups-waterbirds-cpu", "cpu", "CPU protocol, 32 px"),
-        ("groups-waterbirds-gpu", "paper-groups-waterbirds", "paper", "authors' recipes, for a GPU")):
-    register_reproduction(Reproduction(
-        name=_name,
-        title=f"Group-robust and bias-mining methods on Waterbirds, worst-group accuracy ({_title})",
-        suite=_suite,
-        protocols=(_protocol,),
-        source="Liu et al. 2021 (JTT",
-        selection="unbiased_val",
-        metrics=("test_worst_group_acc", "test_acc", "test_id_acc", "test_ood_acc"),
-        curve_keys=("train_loss", "val_loss", "val_acc", "val_worst_group_acc", "test_worst_group_acc",
-                    "test_id_acc", "test_ood_acc"),
-        analyses=(mining_blocks,),
-        notes=(
-            GROUPS_WATERBIRDS_NOTE,
-            "Every row selects its checkpoint on the validation split's worst-group accuracy (validation group "
-            "labels), as GroupDRO and JTT select theirs; GroupDRO, IRM and PGI also train with the training "
-            "split's group labels, the other rows with class labels only (e2KD and KD: and a teacher trained on "
-            "the birds over random scenes).",
-            "The published numbers are JTT's Table 1 (ERM, LfF, JTT, Group DRO); IRM, PGI, e²KD and KD have no "
-            "published Waterbirds worst-group number at 95 % bias.",
-        ),
-    ))
