@@ -221,6 +221,10 @@ register_reproduction(Reproduction(
         "not the numbers.",
         "60 epochs instead of 700; the paper's out-of-distribution gain grows with training length (its 'patient "
         "teaching' result), so a shorter schedule is expected to show less of it.",
+        "Teachers: KD's seed 0 learnt from an earlier training of teacher seed 0 (revision d352f94, on another "
+        "machine; its weights were not kept and the record now shown for teacher seed 0 is its retraining). e²KD's "
+        "seed 0 and KD's seed 1 learnt from that retraining, whose weights are committed (same results store; "
+        "their records predate the teacher digests); every later student's record carries the digest.",
     ),
 ))
 
