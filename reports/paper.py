@@ -19,6 +19,16 @@ REFERENCE_COLUMNS = ["source", "method", "paper_method", "dataset", "dataset_par
 METRIC_LABELS = {"acc": "acc.", "agreement": "agreement", "worst_group_acc": "worst group"}
 
 
+def split_and_kind(metric: str) -> tuple[str, str]:
+    """``test_worst_group_acc`` → (``test``, ``worst_group_acc``); ``ood_agreement`` → (``ood``, ``agreement``):
+    the longest known metric kind (a reference row's ``metric``) that ends the name."""
+    for kind in sorted(METRIC_LABELS, key=len, reverse=True):
+        if metric.endswith(f"_{kind}"):
+            return metric.removesuffix(f"_{kind}"), kind
+    split, kind = metric.rsplit("_", 1)
+    return split, kind
+
+
 def load_reference(folder: Path = PAPER_DIR) -> pd.DataFrame:
     """Every reference CSV in ``folder`` concatenated, in ``REFERENCE_COLUMNS`` (value NaN where the paper
     writes N/A). ``metric`` is a suffix of our metric names (``acc``, ``agreement``, ...); files without a

@@ -33,7 +33,7 @@ from reports.blocks import Block, Heading, Para, Table, markdown, table_csv
 from reports.differentiation import differentiation_blocks
 from reports.leaderboard import RECORD_KEYS, read_records, records_text, revision
 from reports.mining import mining_blocks
-from reports.paper import load_reference, references_for
+from reports.paper import load_reference, references_for, split_and_kind
 from reports.teachers import teacher_blocks
 from reports.variants import display_names
 
@@ -582,7 +582,7 @@ def fmt(mean: float, std: float) -> str:
 def paper_value(reference: pd.DataFrame, rep: Reproduction, row: Row, metric: str) -> float:
     run = row.runs[0]
     refs = references_for(reference, run["dataset"], run["config"]["dataset_params"])
-    split, kind = metric.rsplit("_", 1)
+    split, kind = split_and_kind(metric)
     refs = refs[refs["source"].str.contains(rep.source, regex=False) & (refs["method"] == row.method)
                 & (refs["split"] == split) & (refs["metric"] == kind)]
     return float(refs["value"].iloc[0]) if len(refs) else math.nan
@@ -652,7 +652,7 @@ def teacher_diagnosis(rep: Reproduction, row: Row, metric: str, teachers: dict[s
     ceiling = mean_and_std(values([t["final"].get(rep.selection, {}) for t in taught], metric))[0]
     mine = mean_and_std(values(row.chosen, metric))[0]
     parts = [] if math.isnan(ceiling) else [f"its teacher: {ceiling:.2f} (ours − teacher {mine - ceiling:+.2f})"]
-    split = metric.rsplit("_", 1)[0]
+    split = split_and_kind(metric)[0]
     agreement = values(row.chosen, f"{split}_agreement")
     if agreement:
         parts.append(f"{split} agreement with the teacher: {sum(agreement) / len(agreement):.2f}")

@@ -68,3 +68,21 @@ def test_a_family_without_published_numbers_gets_no_rows() -> None:
     assert rows.empty and reference_columns(rows) == []
     cmnist = references_for(load_reference(), "cmnist_lff", {"conflict_ratio": 0.01, "train_size": 12000})
     assert set(cmnist["paper_dataset"]) == {"CMNIST 1%"}  # the row's options must match; others may be anything
+
+
+def test_metric_names_split_into_split_and_the_longest_known_kind() -> None:
+    from reports.paper import split_and_kind
+
+    assert split_and_kind("test_worst_group_acc") == ("test", "worst_group_acc")
+    assert split_and_kind("test_ood_acc") == ("test_ood", "acc")
+    assert split_and_kind("ood_agreement") == ("ood", "agreement")
+
+
+def test_a_worst_group_cell_finds_its_published_number() -> None:
+    from reports.reproduction import REPRODUCTIONS, Row, paper_value
+
+    run = {"dataset": "waterbirds_like", "config": {"dataset_params": {"strength": 0.95, "size": 32}}}
+    row = Row(dataset="waterbirds_like", label="jtt", method="jtt", runs=[run], chosen=[])
+    rep = REPRODUCTIONS["groups-waterbirds"]
+    assert paper_value(load_reference(), rep, row, "test_worst_group_acc") == pytest.approx(86.7)
+    assert math.isnan(paper_value(load_reference(), rep, row, "test_ood_acc"))
