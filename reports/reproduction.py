@@ -322,7 +322,7 @@ for _name, _suite, _protocol, _title in (
             "the birds over random scenes).",
             "The published numbers are JTT's Table 1 (ERM, LfF, JTT, Group DRO); IRM, PGI, e²KD and KD have no "
             "published Waterbirds worst-group number at 95 % bias.",
-            "The ordering to compare is JTT's: Group DRO (training group labels) above JTT above ERM. Our ERM is far "
+            "The ordering to compare is JTT's: Group DRO (training group labels) above JTT above ERM. Our ERM is "
             "above the paper's: from scratch at 32 px the small CNN's background shortcut is weaker than a "
             "pretrained ResNet-50's on photographs, so every gap to ERM is smaller.",
             "LfF (CPU protocol) fails, and the mining table says why: the samples its weighting favours are almost "
