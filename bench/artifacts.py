@@ -3,7 +3,6 @@
 so that reports render it without torch or model code)."""
 from __future__ import annotations
 
-import hashlib
 import io
 import sys
 from pathlib import Path
@@ -14,6 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from bench.atomic import atomic_write_bytes
+from bench.data import tensors_digest
 from bench.errors import UserError
 from bench.models import create_model
 
@@ -63,9 +63,4 @@ def read_gallery(path: Path) -> dict[str, np.ndarray] | None:
 
 def state_digest(state: dict[str, Tensor]) -> str:
     """SHA-256 of a state dict's tensors (names, shapes, dtypes and bytes, in name order)."""
-    digest = hashlib.sha256()
-    for name, tensor in sorted(state.items()):
-        tensor = tensor.detach().to("cpu").contiguous()
-        digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
-        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
+    return tensors_digest(sorted(state.items()))

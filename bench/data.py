@@ -9,7 +9,7 @@ import contextlib
 import dataclasses
 import hashlib
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -196,20 +196,22 @@ def _apply(fn: Callable[[Tensor], Tensor], tensor: Tensor | None) -> Tensor | No
     return None if tensor is None else fn(tensor)
 
 
-def content_digest(dataset: BiasedDataset) -> str:
-    """SHA-256 of every tensor of every split (names, shapes, dtypes and bytes, in a fixed order): two runs with
-    the same digest saw the same images and labels, whatever machine generated them."""
+def tensors_digest(named: Iterable[tuple[str, Tensor]]) -> str:
+    """SHA-256 of named tensors, in the given order: each name, shape, dtype and bytes."""
     digest = hashlib.sha256()
-    for name in sorted(dataset.splits):
-        split = dataset.splits[name]
-        for key in ("x", "y", "bias", "group", "mask", "x_debiased"):
-            tensor = getattr(split, key)
-            if tensor is None:
-                continue
-            tensor = tensor.detach().to("cpu").contiguous()
-            digest.update(f"{name}.{key}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
-            digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    for name, tensor in named:
+        tensor = tensor.detach().to("cpu").contiguous()
+        digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
+
+
+def content_digest(dataset: BiasedDataset) -> str:
+    """SHA-256 of every tensor of every split (in a fixed order): two runs with the same digest saw the same
+    images and labels, whatever machine generated them."""
+    return tensors_digest((f"{name}.{key}", getattr(dataset.splits[name], key)) for name in sorted(dataset.splits)
+                          for key in ("x", "y", "bias", "group", "mask", "x_debiased")
+                          if getattr(dataset.splits[name], key) is not None)
 
 
 def to_float_images(x: Tensor) -> Tensor:
