@@ -65,8 +65,16 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("suite")
     sweep.add_argument("--seeds", type=int, default=None, help="number of seeds (0..N-1)")
     sweep.add_argument("--protocol", default=None, help="override the suite's protocol")
-    sweep.add_argument("--executor", default="inline", help="inline | processes | slurm")
+    sweep.add_argument("--executor", default="inline",
+                       help="inline | processes (local workers) | slurm (one cluster job per run, through submitit) "
+                            "| submitit-local (the cluster jobs as local subprocesses)")
     sweep.add_argument("--workers", type=int, default=None)
+    sweep.add_argument("--slurm", action="append", metavar="KEY=VALUE",
+                       help="what each cluster job asks for (repeatable): partition, account, qos, constraint, "
+                            "time_min, gpus_per_node, cpus_per_task, mem_gb, array_parallelism; over the config file")
+    sweep.add_argument("--slurm-config", type=Path, default=None, metavar="FILE",
+                       help="YAML file of those options (default: $SHORTCUT_BENCH_SLURM, else "
+                            "~/.config/shortcut-bench/slurm.yaml when it exists)")
     sweep.add_argument("--no-report", action="store_true")
     sweep.add_argument("--export", action="store_true",
                        help="as each run finishes, add it to the reproductions of this suite and protocol "
@@ -76,6 +84,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     report = sub.add_parser("report", help="write the report from the results store")
     report.add_argument("--out", type=_folder, default=DEFAULT_OUT)
+
+    merge = sub.add_parser("merge", help="fold the shards written by cluster jobs into the folder's store "
+                           "(idempotent; each run keeps its most settled record)")
+    merge.add_argument("--out", type=_folder, default=DEFAULT_OUT)
 
     board = sub.add_parser("leaderboard", help="regenerate results/leaderboard/ from its committed records")
     board.add_argument("--add", type=_folder, default=None, metavar="DIR",
@@ -186,6 +198,7 @@ def _print_record(record: dict[str, Any]) -> None:
 
 
 def cmd_sweep(args: argparse.Namespace, suite_name: str | None = None) -> None:
+    from bench.cluster import SlurmOptions
     from bench.suites import get_suite
     from bench.sweep import run_sweep
 
@@ -193,10 +206,12 @@ def cmd_sweep(args: argparse.Namespace, suite_name: str | None = None) -> None:
     if args.seeds is not None and args.seeds > MAX_SEEDS:
         raise UserError(f"--seeds must be <= {MAX_SEEDS}, got {args.seeds}")
     configs = suite.expand(seeds=args.seeds, protocol=args.protocol)
+    slurm = SlurmOptions.load(args.slurm_config, args.slurm) if args.executor in ("slurm", "submitit-local") else None
     after_each = (_exporter(suite.name, args.protocol or suite.protocol, args.out, args.reuse_stale)
                   if args.export else None)
     counts = run_sweep(configs, args.out, args.device, args.executor, args.workers, progress=not args.quiet,
-                       retry_failed=args.retry_failed, reuse_stale=args.reuse_stale, after_each=after_each)
+                       retry_failed=args.retry_failed, reuse_stale=args.reuse_stale, after_each=after_each,
+                       slurm=slurm)
     print(f"suite {suite.name}: {len(configs)} runs: {counts['finished']} finished "
           f"({counts['skipped']} already done), {counts['failed']} failed")
     for line in counts["failed_runs"]:
@@ -259,6 +274,16 @@ def cmd_leaderboard(args: argparse.Namespace) -> None:
     if args.fresh and args.add is None:
         raise UserError("--fresh replaces the records with those of --add DIR; name the results folder")
     print(f"leaderboard: {update_leaderboard(args.add, fresh=args.fresh)}")
+
+
+def cmd_merge(args: argparse.Namespace) -> None:
+    from bench.store import STORE_FILENAME, merge_shards, shard_paths
+
+    if not shard_paths(args.out):
+        raise UserError(f"no shards under {args.out / 'shards'}; pass --out to the folder a cluster sweep wrote")
+    counts = merge_shards(args.out)
+    print(f"merged {counts['shards']} shards into {args.out / STORE_FILENAME}: {counts['copied']} runs copied, "
+          f"{counts['unchanged']} already there")
 
 
 def cmd_reproduce(args: argparse.Namespace) -> None:
@@ -347,7 +372,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         handlers = {"list": cmd_list, "run": cmd_run, "sweep": cmd_sweep, "perf": cmd_perf,
                     "report": lambda a: _report(a.out), "explain": cmd_explain,
                     "datasets": cmd_datasets, "leaderboard": cmd_leaderboard,
-                    "reproduce": cmd_reproduce}
+                    "reproduce": cmd_reproduce, "merge": cmd_merge}
         handlers[args.command](args)
     except UserError as err:
         print(f"error: {_one_line(str(err))}", file=sys.stderr)

@@ -94,6 +94,11 @@ def execute(cfg: RunConfig, store: Store, device: torch.device, progress: bool =
     return store.get(cfg.run_id)  # type: ignore[return-value]
 
 
+def settled(record: dict[str, Any] | None, cfg: RunConfig, retry_failed: bool, reuse_stale: bool) -> bool:
+    """Whether ``execute`` would return ``record`` as it is (nothing to run for ``cfg``)."""
+    return record is not None and _keep(record, code_fingerprint(cfg.to_dict()), retry_failed, reuse_stale)
+
+
 def _keep(record: dict[str, Any], code: dict[str, Any], retry_failed: bool, reuse_stale: bool) -> bool:
     """Whether an existing record is the answer as it is (and says so when it is stale)."""
     if record["status"] == "failed":

@@ -1,9 +1,16 @@
-"""Results store: one SQLite file (WAL mode) per results folder.
+"""Results store: one SQLite file (WAL mode) per results folder, plus optional shards.
 
 ``runs`` holds one record per run (full config, status, final metrics per selection rule, cost,
 provenance, the code fingerprint it was trained with, and ``meta``: the dataset's split roles, what
 each selection rule read, the supervision budget); ``epochs`` one row per (run, epoch), keyed so that a
-resumed run replaces rather than duplicates. Several processes may write at once (WAL + busy timeout).
+resumed run replaces rather than duplicates. Several processes of one machine may write at once (WAL + busy
+timeout).
+
+Shards are for workers on other machines (Slurm jobs): SQLite's WAL mode needs shared memory, which a network
+file system does not give, so a job never writes the folder's store. Each writes its own shard,
+``shards/NAME.sqlite`` (rollback journal, one writer), seeded with the records it depends on (its teacher).
+Readers (``Store(folder, create=False)``: reports, the leaderboard) see the union of the store and its
+shards; ``merge_shards`` folds them into the store, idempotently, keeping each run's most settled record.
 """
 from __future__ import annotations
 
@@ -47,6 +54,9 @@ CREATE TABLE IF NOT EXISTS epochs (
 JSON_COLUMNS = ("config", "final", "cost", "provenance", "code", "meta")
 ADDED_COLUMNS = ("code", "meta")  # columns newer than the first schema: added to older stores on open
 STORE_FILENAME = "store.sqlite"
+SHARDS_FOLDER = "shards"
+# Which record of a run wins when a store and its shards disagree: the most settled status, then the newest.
+STATUS_RANK = {"pending": 0, "running": 1, "failed": 2, "finished": 3}
 # Marks a SQLite file as one of our stores (``PRAGMA application_id``, bytes 68-71 of the header). Stores made
 # before the marker existed are recognised by their tables and get it the next time they are opened to write.
 APPLICATION_ID = int.from_bytes(b"SCBn", "big")
@@ -60,13 +70,22 @@ FIRST_SCHEMA_COLUMNS = {  # the columns of ``runs`` in every version of the sche
 class Store:
     """Thin typed wrapper over the SQLite results store."""
 
-    def __init__(self, folder: Path | str, create: bool = True) -> None:
+    def __init__(self, folder: Path | str, create: bool = True, shard: str | None = None) -> None:
         """Open the store of ``folder``; ``create``: create it (and the folder) when missing, and require that
-        both are writable. Every refusal is a ``UserError`` raised before anything is created or changed."""
+        both are writable; without it the store is read as the union with its shards. ``shard``: open (and
+        create) that shard of the folder instead, read and written alone. Every refusal is a ``UserError``
+        raised before anything is created or changed."""
         self.folder = Path(folder)
-        self.path = self.folder / STORE_FILENAME
+        self.shard = shard
+        self.path = self.folder / STORE_FILENAME if shard is None else shard_path(self.folder, shard)
+        self._union = shard is None and not create
+        self._shards: dict[Path, sqlite3.Connection] = {}
+        create = create or shard is not None
         check_out_folder(self.folder, writable=create)
         if not os.path.exists(self.path):
+            if not create and shard_paths(self.folder):
+                raise UserError(f"no results store at {self.path}, only shards of cluster jobs; run `python "
+                                f"run_bench.py merge --out {self.folder}` first")
             if not create:
                 raise UserError(f"no results store at {self.path}; run `python run_bench.py` or pass --out "
                                 "to a results folder")
@@ -87,7 +106,8 @@ class Store:
             raise UserError(_open_error(self.path, err)) from None
         try:
             self._conn.row_factory = sqlite3.Row
-            self._conn.execute("PRAGMA journal_mode=WAL")
+            # a shard may live on a network file system, where WAL (shared memory) does not work
+            self._conn.execute(f"PRAGMA journal_mode={'DELETE' if self.shard else 'WAL'}")
             self._conn.execute("PRAGMA synchronous=NORMAL")
             self._conn.executescript(SCHEMA)
             self._add_missing_columns()
@@ -106,6 +126,9 @@ class Store:
 
     def close(self) -> None:
         self._conn.close()
+        for conn in self._shards.values():
+            conn.close()
+        self._shards.clear()
 
     def run_dir(self, run_id: str) -> Path:
         return self.folder / "runs" / run_id
@@ -175,20 +198,138 @@ class Store:
 
     # --- reading ----------------------------------------------------------------------------
     def get(self, run_id: str) -> dict[str, Any] | None:
-        row = self._conn.execute("SELECT * FROM runs WHERE run_id = ?", (run_id,)).fetchone()
-        return None if row is None else _decode(row, self.path)
+        found = self._best(run_id)
+        return None if found is None else found[0]
 
     def runs(self, status: str | None = None) -> list[dict[str, Any]]:
-        query = "SELECT * FROM runs"
-        args: tuple[str, ...] = ()
-        if status is not None:
-            query, args = query + " WHERE status = ?", (status,)
-        return [_decode(row, self.path) for row in self._conn.execute(query + " ORDER BY created_at, run_id", args)]
+        best: dict[str, dict[str, Any]] = {}
+        for path, conn in self._sources():
+            for row in conn.execute("SELECT * FROM runs"):
+                record = _decode(row, path)
+                if record["run_id"] not in best or _settles(record, best[record["run_id"]]):
+                    best[record["run_id"]] = record
+        chosen = sorted(best.values(), key=lambda r: (r["created_at"], r["run_id"]))
+        return [r for r in chosen if status is None or r["status"] == status]
 
     def epochs(self, run_id: str) -> list[dict[str, Any]]:
-        rows = self._conn.execute("SELECT epoch, metrics FROM epochs WHERE run_id = ? ORDER BY epoch", (run_id,))
+        found = self._best(run_id)
+        conn = self._conn if found is None else found[1]
+        rows = conn.execute("SELECT epoch, metrics FROM epochs WHERE run_id = ? ORDER BY epoch", (run_id,))
         return [{"epoch": r["epoch"], **_load_json(r["metrics"], self.path, f"run {run_id} epoch {r['epoch']}")}
                 for r in rows]
+
+    def _best(self, run_id: str) -> tuple[dict[str, Any], sqlite3.Connection] | None:
+        best = None
+        for path, conn in self._sources():
+            row = conn.execute("SELECT * FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+            if row is not None:
+                record = _decode(row, path)
+                if best is None or _settles(record, best[0]):
+                    best = (record, conn)
+        return best
+
+    def _sources(self) -> list[tuple[Path, sqlite3.Connection]]:
+        """The store, then (read as a union) each of its shards, those made since the last read included."""
+        sources = [(self.path, self._conn)]
+        if self._union:
+            for path in shard_paths(self.folder):
+                if path not in self._shards:
+                    self._shards[path] = _open_shard_to_read(path)
+                sources.append((path, self._shards[path]))
+        return sources
+
+    # --- shards -----------------------------------------------------------------------------
+    def put_raw(self, run: dict[str, Any], epochs: list[dict[str, Any]]) -> None:
+        """Write a run's record and epochs exactly as another store holds them (columns as stored)."""
+        columns = ", ".join(run)
+        with self._transaction():
+            self._conn.execute(f"INSERT OR REPLACE INTO runs ({columns}) VALUES ({', '.join('?' * len(run))})",
+                               tuple(run.values()))
+            self._conn.execute("DELETE FROM epochs WHERE run_id = ?", (run["run_id"],))
+            self._conn.executemany("INSERT INTO epochs (run_id, epoch, metrics) VALUES (?, ?, ?)",
+                                   [(e["run_id"], e["epoch"], e["metrics"]) for e in epochs])
+
+    def raw(self, run_id: str) -> tuple[dict[str, Any], list[dict[str, Any]]] | None:
+        """A run's record and epochs as this store's own file holds them (columns as stored), or None."""
+        return _raw(self._conn, run_id)
+
+
+def shard_path(folder: Path, name: str) -> Path:
+    if not name or "/" in name or name.startswith("."):
+        raise UserError(f"invalid shard name {name!r}; use letters, digits, '-' and '_'")
+    return folder / SHARDS_FOLDER / f"{name}.sqlite"
+
+
+def shard_paths(folder: Path) -> list[Path]:
+    return sorted((folder / SHARDS_FOLDER).glob("*.sqlite"))
+
+
+def merge_shards(folder: Path | str, only: list[Path] | None = None) -> dict[str, int]:
+    """Fold the shards of ``folder`` (or just ``only``) into its store: a run is copied when its shard's record
+    is more settled than the store's (``STATUS_RANK``, then newer), with its epochs. Merging again changes
+    nothing; shards are kept (a worker may still be writing one). Returns the counts."""
+    store = Store(folder)
+    counts = {"shards": 0, "copied": 0, "unchanged": 0}
+    try:
+        for path in only if only is not None else shard_paths(store.folder):
+            if not path.exists():
+                continue
+            counts["shards"] += 1
+            conn = _open_shard_to_read(path)
+            try:
+                with _read_snapshot(conn):
+                    shard_runs = [dict(row) for row in conn.execute("SELECT * FROM runs")]
+                    entries = {r["run_id"]: _raw(conn, r["run_id"]) for r in shard_runs}
+            finally:
+                conn.close()
+            for run_id, entry in entries.items():
+                assert entry is not None
+                mine = store.raw(run_id)
+                if mine is None or _settles(entry[0], mine[0]):
+                    store.put_raw(*entry)
+                    counts["copied"] += 1
+                else:
+                    counts["unchanged"] += 1
+    finally:
+        store.close()
+    return counts
+
+
+def _settles(record: dict[str, Any], other: dict[str, Any]) -> bool:
+    """Whether ``record`` is a more settled version of the same run than ``other``."""
+    return (STATUS_RANK[record["status"]], record["updated_at"]) > (STATUS_RANK[other["status"]], other["updated_at"])
+
+
+def _raw(conn: sqlite3.Connection, run_id: str) -> tuple[dict[str, Any], list[dict[str, Any]]] | None:
+    row = conn.execute("SELECT * FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+    if row is None:
+        return None
+    epochs = conn.execute("SELECT * FROM epochs WHERE run_id = ? ORDER BY epoch", (run_id,))
+    return dict(row), [dict(e) for e in epochs]
+
+
+def _open_shard_to_read(path: Path) -> sqlite3.Connection:
+    try:
+        conn = sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True, timeout=60, isolation_level=None)
+        conn.row_factory = sqlite3.Row
+        conn.execute("SELECT count(*) FROM runs").fetchone()
+    except sqlite3.Error as err:
+        raise UserError(f"store shard {path} cannot be read ({err}); move it away or wait for its job to "
+                        "finish") from None
+    return conn
+
+
+class _read_snapshot:  # noqa: N801 - used as a context manager
+    """One read transaction: every row read inside it comes from the same state of the file."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def __enter__(self) -> None:
+        self.conn.execute("BEGIN")
+
+    def __exit__(self, *_: Any) -> None:
+        self.conn.execute("COMMIT")
 
 
 def _decode(row: sqlite3.Row, path: Path) -> dict[str, Any]:

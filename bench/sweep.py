@@ -1,8 +1,9 @@
 """Sweeps: run a list of configs with an executor, skipping finished runs and resuming interrupted ones.
 
 Executors: ``inline`` (this process), ``processes`` (N local worker processes, e.g. one per GPU with
-``--device cuda``) and ``slurm`` (submitit, optional extra). Teachers always run first, inline, because
-other runs depend on them.
+``--device cuda``), ``slurm`` (one cluster job per run through submitit, an optional extra; ``bench.cluster``)
+and ``submitit-local`` (the same jobs as local subprocesses). Teachers always run first, inline, because
+other runs depend on them. Shards written by earlier cluster jobs are merged into the store first.
 """
 from __future__ import annotations
 
@@ -14,20 +15,22 @@ from typing import Any
 
 import torch
 
+from bench import cluster
+from bench.cluster import SlurmOptions
 from bench.errors import UserError
-from bench.runner import RunFailed, execute, pick_device
+from bench.runner import RunFailed, execute, pick_device, settled
 from bench.runs import TEACHER_METHOD, RunConfig
-from bench.store import Store
+from bench.store import Store, merge_shards
 
-EXECUTORS = ("inline", "processes", "slurm")
+EXECUTORS = ("inline", "processes", "slurm", "submitit-local")
 
 
 def run_one(config: dict[str, Any], out: str, device: str, progress: bool = False, retry_failed: bool = False,
-            reuse_stale: bool = False) -> str:
-    """Execute one run in this process; returns its final status. Used by every executor. A run that cannot
-    start (a bad input found at run time, a failed teacher) is recorded as failed with the reason, so the
-    sweep goes on and its report lists it."""
-    store = Store(Path(out))
+            reuse_stale: bool = False, shard: str | None = None) -> str:
+    """Execute one run in this process; returns its final status. Used by every executor (a cluster job writes
+    ``shard`` only). A run that cannot start (a bad input found at run time, a failed teacher) is recorded as
+    failed with the reason, so the sweep goes on and its report lists it."""
+    store = Store(Path(out), shard=shard)
     cfg = RunConfig.from_dict(config)
     try:
         return execute(cfg, store, pick_device(device), progress, retry_failed, reuse_stale)["status"]
@@ -42,15 +45,19 @@ def run_one(config: dict[str, Any], out: str, device: str, progress: bool = Fals
 
 def run_sweep(configs: list[RunConfig], out: Path, device: str = "auto", executor: str = "inline",
               workers: int | None = None, progress: bool = True, retry_failed: bool = False,
-              reuse_stale: bool = False, after_each: Callable[[RunConfig, str], None] | None = None
-              ) -> dict[str, Any]:
+              reuse_stale: bool = False, after_each: Callable[[RunConfig, str], None] | None = None,
+              slurm: SlurmOptions | None = None) -> dict[str, Any]:
     """Run ``configs``; returns counts of final statuses and the ids of the failed runs. ``after_each(config,
-    status)`` is called in this process as each run ends (inline and processes executors), e.g. to export it."""
+    status)`` is called in this process as each run ends, e.g. to export it. ``slurm``: what cluster jobs ask
+    for (``SlurmOptions.load()`` when not given)."""
     after = after_each or (lambda cfg, status: None)
     if executor not in EXECUTORS:
         raise UserError(f"unknown executor {executor!r}; valid executors: {', '.join(EXECUTORS)}")
     if workers is not None and workers < 1:
         raise UserError(f"--workers must be >= 1, got {workers}")
+    if executor in cluster.CLUSTERS:
+        cluster.check_available(executor)
+    merge_shards(out)
     store = Store(out)
     pick_device(device)
     before = {r["run_id"]: r for r in store.runs()}
@@ -60,7 +67,7 @@ def run_sweep(configs: list[RunConfig], out: Path, device: str = "auto", executo
     for cfg in teachers:  # each finished one is checked for staleness by execute, cheaply
         after(cfg, run_one(cfg.to_dict(), str(out), device, progress, **options))
     todo = others
-    if executor == "inline" or len(todo) <= 1:
+    if executor == "inline" or (executor == "processes" and len(todo) <= 1):
         for i, cfg in enumerate(todo, 1):
             if (before.get(cfg.run_id) or {}).get("status") != "finished":
                 print(f"[{i}/{len(todo)}] {cfg.label()}", file=sys.stderr)
@@ -68,7 +75,9 @@ def run_sweep(configs: list[RunConfig], out: Path, device: str = "auto", executo
     elif executor == "processes":
         _run_processes(todo, out, device, workers, options, after)
     else:
-        _run_slurm(todo, out, device, options)
+        todo = [c for c in todo if not settled(store.get(c.run_id), c, retry_failed, reuse_stale)]
+        jobs = cluster.submit(todo, out, device, options, executor, slurm or SlurmOptions.load())
+        cluster.wait(jobs, todo, out, after)
     after = {c.run_id: store.get(c.run_id) or {"status": "pending", "updated_at": None} for c in configs}
     store.close()
     statuses = [record["status"] for record in after.values()]
@@ -113,18 +122,3 @@ def _run_processes(todo: list[RunConfig], out: Path, device: str, workers: int |
         for index, status in pool.imap_unordered(_run_indexed, jobs, chunksize=1):  # as each run ends
             print(f"{todo[index].label()}: {status}", file=sys.stderr)
             after(todo[index], status)
-
-
-def _run_slurm(todo: list[RunConfig], out: Path, device: str,
-               options: dict[str, bool]) -> None:  # pragma: no cover - needs a cluster
-    try:
-        import submitit
-    except ImportError:
-        raise UserError("the slurm executor needs submitit: pip install 'shortcut-bench[slurm]'") from None
-    executor = submitit.AutoExecutor(folder=str(out / "slurm"))
-    executor.update_parameters(timeout_min=24 * 60, gpus_per_node=1, slurm_array_parallelism=64)
-    n = len(todo)
-    jobs = executor.map_array(run_one, [c.to_dict() for c in todo], [str(out)] * n, [device] * n, [False] * n,
-                              [options["retry_failed"]] * n, [options["reuse_stale"]] * n)
-    for job in jobs:
-        job.result()

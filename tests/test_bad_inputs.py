@@ -163,6 +163,16 @@ CASES = [
          "--workers must be >= 1", "workers-0"),
     case(lambda t: ["sweep", "quick", "--seeds", str(10**12), "--out", str(t / "out")], "--seeds must be <=",
          "seeds-huge"),
+    # 7b. cluster sweeps and shards
+    case(lambda t: ["sweep", "quick", "--executor", "submitit-local", "--slurm", "partitio=gpu",
+                    "--out", str(t / "out")], "unknown Slurm option 'partitio'", "slurm-unknown-key"),
+    case(lambda t: ["sweep", "quick", "--executor", "submitit-local", "--slurm", "time_min=soon",
+                    "--out", str(t / "out")], "must be a whole number", "slurm-bad-number"),
+    case(lambda t: ["sweep", "quick", "--executor", "slurm", "--slurm-config", str(t / "missing.yaml"),
+                    "--out", str(t / "out")], "cannot read Slurm config", "slurm-missing-config"),
+    case(lambda t: ["sweep", "quick", "--executor", "slurm", "--out", str(t / "out")], "sbatch not found",
+         "slurm-no-sbatch"),
+    case(lambda t: ["merge", "--out", str(t / "out")], "no shards under", "merge-no-shards"),
     # 8. a 0-byte store file
     case(lambda t: [*RUN, "--out", str(empty_store_file(t))], "is an empty file, not a store", "empty-store"),
     case(lambda t: ["report", "--out", str(empty_store_file(t))], "is an empty file", "report-empty-store"),
