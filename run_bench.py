@@ -76,6 +76,11 @@ def build_parser() -> argparse.ArgumentParser:
                        help="YAML file of those options (default: $SHORTCUT_BENCH_SLURM, else "
                             "~/.config/shortcut-bench/slurm.yaml when it exists)")
     sweep.add_argument("--no-report", action="store_true")
+    sweep.add_argument("--dry-run", action="store_true",
+                       help="list the runs still to do with their estimated cost on this device; run nothing")
+    sweep.add_argument("--max-hours", type=float, default=None, metavar="H",
+                       help="run only what fits in H device-hours by the estimates: teachers, then seed by seed "
+                            "in the suite's method order; says what it leaves out")
     sweep.add_argument("--export", action="store_true",
                        help="as each run finishes, add it to the reproductions of this suite and protocol "
                             "(results/reproductions/; needs a committed tree); students learn from the "
@@ -206,6 +211,10 @@ def cmd_sweep(args: argparse.Namespace, suite_name: str | None = None) -> None:
     if args.seeds is not None and args.seeds > MAX_SEEDS:
         raise UserError(f"--seeds must be <= {MAX_SEEDS}, got {args.seeds}")
     configs = suite.expand(seeds=args.seeds, protocol=args.protocol)
+    if args.dry_run or args.max_hours is not None:
+        configs = _planned(configs, suite.methods, args)
+        if args.dry_run:
+            return
     slurm = SlurmOptions.load(args.slurm_config, args.slurm) if args.executor in ("slurm", "submitit-local") else None
     after_each = (_exporter(suite.name, args.protocol or suite.protocol, args.out, args.reuse_stale)
                   if args.export else None)
@@ -221,6 +230,36 @@ def cmd_sweep(args: argparse.Namespace, suite_name: str | None = None) -> None:
     if counts["failed"]:
         print("some runs failed (see above); fix them and re-run with --retry-failed", file=sys.stderr)
         sys.exit(1)
+
+
+def _planned(configs: list[Any], order: list[str], args: argparse.Namespace) -> list[Any]:
+    """``--dry-run`` / ``--max-hours``: the plan of the sweep (printed for a dry run), trimmed to the budget;
+    returns the configs to run. Reads the results folder and the committed records; writes nothing."""
+    from bench.plan import format_plan, plan_sweep, trim
+    from bench.runner import pick_device
+    from bench.store import STORE_FILENAME, Store
+    from reports.leaderboard import read_records
+
+    device = pick_device(args.device)
+    known: list[dict[str, Any]] = []
+    done: dict[str, int] = {}
+    if (args.out / STORE_FILENAME).exists():
+        store = Store(args.out, create=False)
+        known = store.runs()
+        done = {r["run_id"]: len(store.epochs(r["run_id"])) for r in known}
+        store.close()
+    for path in sorted(Path("results").glob("**/records.jsonl")):
+        known += read_records(path)
+    planned = plan_sweep(configs, known, done, device, args.retry_failed, args.reuse_stale)
+    kept, left = trim(planned, args.max_hours, order) if args.max_hours is not None else (planned, [])
+    if args.dry_run:
+        print(format_plan(kept, device, left))
+    else:
+        for p in left:
+            print(f"left out (over --max-hours {args.max_hours}): {p.config.label()} "
+                  f"({p.seconds / 3600:.2f} h)", file=sys.stderr)
+    kept_ids = {p.config.run_id for p in kept}
+    return [c for c in configs if c.run_id in kept_ids]
 
 
 def _exporter(suite: str, protocol: str, out: Path, reuse_stale: bool = False) -> Callable[[Any, str], None]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -63,16 +64,19 @@ def _batches(dataset: BiasedDataset, batch_size: int, device: torch.device, view
 
 
 def measure(method_name: str, dataset: BiasedDataset, protocol: str, device: torch.device,
-            steps: int = 20, batch_size: int | None = None) -> PerfResult:
-    """Images/s of one registered method's training step."""
+            steps: int = 20, batch_size: int | None = None, hparams: dict[str, Any] | None = None,
+            model: str | None = None, teacher_model: str | None = None) -> PerfResult:
+    """Images/s of one registered method's training step; ``hparams`` (default: the method's settings for
+    timing) and the models (default: the protocol's) as a run would set them."""
     method_cls = get_method(method_name)
-    hp = resolve_hparams(method_cls, protocol,
-                         {**method_cls.perf_hparams, **({"batch_size": batch_size} if batch_size else {})})
+    overrides = method_cls.perf_hparams if hparams is None else hparams
+    hp = resolve_hparams(method_cls, protocol, {**overrides, **({"batch_size": batch_size} if batch_size else {})})
     proto = get_protocol(protocol)
-    model = proto.teacher_model if method_cls.is_teacher else proto.model
+    model = model or (proto.teacher_model if method_cls.is_teacher else proto.model)
     teacher = None
     if "teacher" in method_cls.requires:
-        teacher = create_model(proto.teacher_model, dataset.num_classes, dataset.image_shape[0]).to(device).eval()
+        teacher = create_model(teacher_model or proto.teacher_model, dataset.num_classes,
+                               dataset.image_shape[0]).to(device).eval()
         teacher.requires_grad_(False)
     method = build_method(method_cls, hp, dataset, model, device, teacher)
     method.train()

@@ -94,13 +94,15 @@ def execute(cfg: RunConfig, store: Store, device: torch.device, progress: bool =
     return store.get(cfg.run_id)  # type: ignore[return-value]
 
 
-def settled(record: dict[str, Any] | None, cfg: RunConfig, retry_failed: bool, reuse_stale: bool) -> bool:
+def settled(record: dict[str, Any] | None, cfg: RunConfig, retry_failed: bool, reuse_stale: bool,
+            quiet: bool = False) -> bool:
     """Whether ``execute`` would return ``record`` as it is (nothing to run for ``cfg``)."""
-    return record is not None and _keep(record, code_fingerprint(cfg.to_dict()), retry_failed, reuse_stale)
+    return record is not None and _keep(record, code_fingerprint(cfg.to_dict()), retry_failed, reuse_stale, quiet)
 
 
-def _keep(record: dict[str, Any], code: dict[str, Any], retry_failed: bool, reuse_stale: bool) -> bool:
-    """Whether an existing record is the answer as it is (and says so when it is stale)."""
+def _keep(record: dict[str, Any], code: dict[str, Any], retry_failed: bool, reuse_stale: bool,
+          quiet: bool = False) -> bool:
+    """Whether an existing record is the answer as it is (and says so when it is stale, unless ``quiet``)."""
     if record["status"] == "failed":
         return not retry_failed
     if record["status"] != "finished":
@@ -108,6 +110,8 @@ def _keep(record: dict[str, Any], code: dict[str, Any], retry_failed: bool, reus
     if record.get("code") == code:
         return True
     parts = ", ".join(changed_parts(record.get("code"), code))
+    if quiet:
+        return reuse_stale
     if reuse_stale:
         print(f"run {record['run_id']} is stale (code changed: {parts}); reusing it as asked (--reuse-stale)",
               file=sys.stderr)

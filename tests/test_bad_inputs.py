@@ -173,6 +173,8 @@ CASES = [
     case(lambda t: ["sweep", "quick", "--executor", "slurm", "--out", str(t / "out")], "sbatch not found",
          "slurm-no-sbatch"),
     case(lambda t: ["merge", "--out", str(t / "out")], "no shards under", "merge-no-shards"),
+    case(lambda t: ["sweep", "quick", "--max-hours", "-1", "--out", str(t / "out")], "--max-hours must be a positive",
+         "max-hours-negative"),
     # 8. a 0-byte store file
     case(lambda t: [*RUN, "--out", str(empty_store_file(t))], "is an empty file, not a store", "empty-store"),
     case(lambda t: ["report", "--out", str(empty_store_file(t))], "is an empty file", "report-empty-store"),
