@@ -164,15 +164,25 @@ def applies(explanation: str, model: str) -> bool:
 
 
 def format_results(results: list[PerfResult], device_label: str, protocol: str) -> str:
+    """The table; ``× ERM``: the step's time over a plain ERM step at the same batch size (the cost a method
+    adds to training, e.g. a relevance pass and a double backward for explanation distillation)."""
+    baseline = next((r for r in results if r.name == "erm"), None)
     lines = [f"perf on {device_label}, protocol {protocol} (train step incl. optimiser; images/s higher is better)",
-             f"{'step':<26}{'model':<22}{'batch':>6}{'images/s':>12}{'ms/step':>10}{'graph':>7}{'peak MB':>10}"]
+             f"{'step':<26}{'model':<22}{'batch':>6}{'images/s':>12}{'ms/step':>10}{'× ERM':>8}{'graph':>7}"
+             f"{'peak MB':>10}"]
     for r in results:
         peak = "-" if r.peak_memory_mb is None else f"{r.peak_memory_mb:.0f}"
         lines.append(f"{r.name:<26}{r.model:<22}{r.batch_size:>6}{r.images_per_second:>12,.0f}"
-                     f"{r.ms_per_step:>10.2f}{'yes' if r.cuda_graph else 'no':>7}{peak:>10}")
-    baseline = next((r for r in results if r.name == "erm"), None)
+                     f"{r.ms_per_step:>10.2f}{relative_cost(r, baseline):>8}{'yes' if r.cuda_graph else 'no':>7}"
+                     f"{peak:>10}")
     if baseline is not None and any(r.name.startswith("explain:") for r in results):
-        ratios = ", ".join(f"{r.name[8:]} {baseline.images_per_second / r.images_per_second:.1f}×"
+        ratios = ", ".join(f"{r.name[8:]} {relative_cost(r, baseline)}"
                            for r in results if r.name.startswith("explain:"))
         lines.append(f"cost of an explanation step relative to a plain ERM step: {ratios}")
     return "\n".join(lines)
+
+
+def relative_cost(result: PerfResult, baseline: PerfResult | None) -> str:
+    if baseline is None or result.batch_size != baseline.batch_size:
+        return "-"
+    return f"{result.ms_per_step / baseline.ms_per_step:.1f}×"
