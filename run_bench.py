@@ -256,7 +256,7 @@ def _planned(configs: list[Any], order: list[str], args: argparse.Namespace) -> 
         print(format_plan(kept, device, left))
     else:
         for p in left:
-            print(f"left out (over --max-hours {args.max_hours}): {p.config.label()} "
+            print(f"left out (over --max-hours {args.max_hours}): {p.config.run_id} "
                   f"({p.seconds / 3600:.2f} h)", file=sys.stderr)
     kept_ids = {p.config.run_id for p in kept}
     return [c for c in configs if c.run_id in kept_ids]

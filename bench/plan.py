@@ -149,11 +149,11 @@ def format_plan(planned: list[PlannedRun], device: torch.device, left_out: list[
     lines = [f"{'run':<60} {'state':<14} {'hours':>7}  estimate from"]
     for p in planned:
         state = f"resume {p.done_epochs}" if p.state == "resume" else p.state
-        lines.append(f"{p.config.label():<60} {state:<14} {p.seconds / 3600:>7.2f}  {p.source}")
+        lines.append(f"{p.config.run_id:<60} {state:<14} {p.seconds / 3600:>7.2f}  {p.source}")
     total = sum(p.seconds for p in planned) / 3600
     todo = sum(p.seconds > 0 for p in planned)
     lines.append(f"{todo} runs to do of {len(planned)}: about {total:.2f} {unit}-hours on this device "
                  f"({device}; one run at a time)")
     for p in left_out or []:
-        lines.append(f"left out (over --max-hours): {p.config.label()} ({p.seconds / 3600:.2f} h)")
+        lines.append(f"left out (over --max-hours): {p.config.run_id} ({p.seconds / 3600:.2f} h)")
     return "\n".join(lines)

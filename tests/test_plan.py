@@ -65,7 +65,7 @@ def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path: Path, capsys: pyte
     out = tmp_path / "out"
     assert run_bench.main(["sweep", "quick", "--seeds", "1", "--dry-run", "--out", str(out), "--device", "cpu"]) == 0
     text = capsys.readouterr().out
-    assert "runs to do of" in text and "CPU-hours" in text and "erm on" in text
+    assert "runs to do of" in text and "CPU-hours" in text and "erm-coloured_mnist" in text
     assert not out.exists()
     assert run_bench.main(["sweep", "quick", "--seeds", "1", "--dry-run", "--max-hours", "0.0001",
                            "--out", str(out), "--device", "cpu"]) == 0
