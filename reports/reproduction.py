@@ -221,10 +221,12 @@ register_reproduction(Reproduction(
         "not the numbers.",
         "60 epochs instead of 700; the paper's out-of-distribution gain grows with training length (its 'patient "
         "teaching' result), so a shorter schedule is expected to show less of it.",
-        "Teachers: KD's seed 0 learnt from an earlier training of teacher seed 0 (revision d352f94, on another "
-        "machine; its weights were not kept and the record now shown for teacher seed 0 is its retraining). e²KD's "
-        "seed 0 and KD's seed 1 learnt from that retraining, whose weights are committed (same results store; "
-        "their records predate the teacher digests); every later student's record carries the digest.",
+        "Teachers: every student learnt from teacher seed 0 as committed (results/reproductions/e2kd-waterbirds/"
+        "teachers/): e²KD's seed 0 and KD's seed 1 in the results store where it was trained (their records predate "
+        "the teacher digests), the later students from the committed weights (the digest is in their records). "
+        "KD's seed 0 was first trained (revision d352f94, on another machine) from an earlier training of teacher "
+        "seed 0 that differs from the committed one from its first epoch; it was rerun from the committed teacher "
+        "(the earlier record is in the git history of records.jsonl).",
     ),
 ))
 
