@@ -66,7 +66,7 @@ class SlurmOptions:
         for key, value in values.items():
             if key not in self.keys():
                 raise UserError(f"unknown Slurm option {key!r} {where}; valid keys: {', '.join(self.keys())}")
-            if isinstance(getattr(type(self)(), key), int) and not isinstance(getattr(type(self)(), key), bool):
+            if isinstance(getattr(self, key), int):  # the whole-number options (the others are names or None)
                 try:
                     value = int(value)
                 except (TypeError, ValueError):

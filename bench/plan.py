@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from bench.config import canonical_json
 from bench.errors import UserError
 from bench.fingerprint import code_fingerprint
 from bench.method import get_method, resolve_hparams
@@ -43,8 +44,6 @@ class PlannedRun:
 
 def recipe(config: dict[str, Any]) -> str:
     """A run's config without its seed: runs of one recipe cost the same."""
-    from bench.config import canonical_json
-
     return canonical_json({k: v for k, v in config.items() if k not in ("seed", "teacher")})
 
 

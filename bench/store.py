@@ -14,10 +14,12 @@ shards; ``merge_shards`` folds them into the store, idempotently, keeping each r
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -202,13 +204,8 @@ class Store:
         return None if found is None else found[0]
 
     def runs(self, status: str | None = None) -> list[dict[str, Any]]:
-        best: dict[str, dict[str, Any]] = {}
-        for path, conn in self._sources():
-            for row in conn.execute("SELECT * FROM runs"):
-                record = _decode(row, path)
-                if record["run_id"] not in best or _settles(record, best[record["run_id"]]):
-                    best[record["run_id"]] = record
-        chosen = sorted(best.values(), key=lambda r: (r["created_at"], r["run_id"]))
+        chosen = sorted((record for record, _ in self._choose("SELECT * FROM runs", ()).values()),
+                        key=lambda r: (r["created_at"], r["run_id"]))
         return [r for r in chosen if status is None or r["status"] == status]
 
     def epochs(self, run_id: str) -> list[dict[str, Any]]:
@@ -219,13 +216,16 @@ class Store:
                 for r in rows]
 
     def _best(self, run_id: str) -> tuple[dict[str, Any], sqlite3.Connection] | None:
-        best = None
+        return self._choose("SELECT * FROM runs WHERE run_id = ?", (run_id,)).get(run_id)
+
+    def _choose(self, query: str, args: tuple[str, ...]) -> dict[str, tuple[dict[str, Any], sqlite3.Connection]]:
+        """run id → its most settled record over the sources (``query`` on each), with the connection holding it."""
+        best: dict[str, tuple[dict[str, Any], sqlite3.Connection]] = {}
         for path, conn in self._sources():
-            row = conn.execute("SELECT * FROM runs WHERE run_id = ?", (run_id,)).fetchone()
-            if row is not None:
+            for row in conn.execute(query, args):
                 record = _decode(row, path)
-                if best is None or _settles(record, best[0]):
-                    best = (record, conn)
+                if record["run_id"] not in best or _settles(record, best[record["run_id"]][0]):
+                    best[record["run_id"]] = (record, conn)
         return best
 
     def _sources(self) -> list[tuple[Path, sqlite3.Connection]]:
@@ -319,17 +319,14 @@ def _open_shard_to_read(path: Path) -> sqlite3.Connection:
     return conn
 
 
-class _read_snapshot:  # noqa: N801 - used as a context manager
+@contextlib.contextmanager
+def _read_snapshot(conn: sqlite3.Connection) -> Iterator[None]:
     """One read transaction: every row read inside it comes from the same state of the file."""
-
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self.conn = conn
-
-    def __enter__(self) -> None:
-        self.conn.execute("BEGIN")
-
-    def __exit__(self, *_: Any) -> None:
-        self.conn.execute("COMMIT")
+    conn.execute("BEGIN")
+    try:
+        yield
+    finally:
+        conn.execute("COMMIT")
 
 
 def _decode(row: sqlite3.Row, path: Path) -> dict[str, Any]:
