@@ -10,7 +10,8 @@ Each container declares how its forward combines its children (``@lrp_chain``, `
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -33,6 +34,24 @@ def list_models() -> list[str]:
 
 def create_model(name: str, num_classes: int, in_channels: int = 3) -> nn.Module:
     return MODELS.create(name, num_classes=num_classes, in_channels=in_channels)
+
+
+@contextmanager
+def running_stats_frozen(model: nn.Module) -> Iterator[None]:
+    """Inside, batch norms still normalise with the batch's statistics (train mode) but leave their running
+    statistics as they are: for an auxiliary forward on images the network is never evaluated on (GAIN's
+    erased images), whose statistics would otherwise enter the running estimates used at inference."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    saved = [(m.momentum, m.num_batches_tracked.clone() if m.num_batches_tracked is not None else None) for m in norms]
+    for m in norms:
+        m.momentum = 0.0  # running = (1 − 0)·running + 0·batch
+    try:
+        yield
+    finally:
+        for m, (momentum, tracked) in zip(norms, saved, strict=True):
+            m.momentum = momentum
+            if tracked is not None:
+                m.num_batches_tracked.copy_(tracked)
 
 
 @lrp_residual(activation="relu2", shortcut="downsample")

@@ -13,6 +13,7 @@ from bench.data import Batch
 from bench.explain import explain_with_logits
 from bench.explain.cam import upsample
 from bench.method import register_method
+from bench.models import running_stats_frozen
 from methods._guided import GuidedHparams, MaskGuided
 
 
@@ -30,6 +31,10 @@ class GAINHparams(GuidedHparams):
     sigma: float = 0.5
     mining_weight: float = 1.0
     external_weight: float = 10.0
+    # The erased images' forward updates batch-norm running statistics as in the ISNet authors' GAIN code
+    # (True); by default it does not: the running statistics then estimate the clean images the network is
+    # evaluated on (see ``GAIN``).
+    mining_updates_running_stats: bool = False
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -64,7 +69,13 @@ class GAIN(MaskGuided):
     """GAIN_ext (Li et al. 2018, Eq. 3-7): L = CE(f(x), y) + α L_am + w L_e. A = Grad-CAM of the label class at
     the last feature layer (differentiable: double backward), resized and scaled to [0, 1]; I* = x − T(A) ⊙ x
     (Eq. 4) erases what the network attends to, and L_am pushes the label's score on I* down; L_e pulls A
-    towards the relevant region of the masks (the object, or everything but the shortcut)."""
+    towards the relevant region of the masks (the object, or everything but the shortcut).
+
+    GAIN's paper uses VGG, without batch norm. On a network with batch norm, the forward on I* in train mode
+    also moves the running statistics towards those of erased images, so the network evaluated at inference
+    is not the one trained (measured on mnist_background: see the diagnosis table of
+    results/reproductions/masks-mnist-background.md). By default the I* forward leaves the running statistics
+    alone; ``mining_updates_running_stats`` restores the authors' behaviour."""
 
     Hparams = GAINHparams
     protocols = {"fast": {"epochs": 2}}
@@ -75,7 +86,12 @@ class GAIN(MaskGuided):
         attention = normalised_cam(cam, batch.x)
         erased = batch.x - soft_mask(attention, self.hp.omega, self.hp.sigma) * batch.x
         ce = F.cross_entropy(logits, batch.y)
-        mining = attention_mining_loss(self.model(erased), batch.y)
+        if self.hp.mining_updates_running_stats:
+            logits_erased = self.model(erased)
+        else:
+            with running_stats_frozen(self.model):
+                logits_erased = self.model(erased)
+        mining = attention_mining_loss(logits_erased, batch.y)
         external = external_loss(attention, self.region(batch))
         loss = ce + self.hp.mining_weight * mining + self.hp.external_weight * external
         return {"ce": ce, "mining": mining, "external": external, "loss": loss}

@@ -31,6 +31,7 @@ from bench.store import Store
 from bench.suites import get_suite
 from reports.blocks import Block, Heading, Para, Table, markdown, table_csv
 from reports.differentiation import differentiation_blocks
+from reports.guided import mask_term_blocks
 from reports.leaderboard import RECORD_KEYS, read_records, records_text, revision
 from reports.mining import mining_blocks
 from reports.paper import load_reference, references_for, split_and_kind
@@ -352,6 +353,7 @@ register_reproduction(Reproduction(
         "distribution on a background shortcut, and the real masks beat random ones.",
         MASK_NOTE,
     ),
+    analyses=(mask_term_blocks,),
 ))
 
 
@@ -701,27 +703,40 @@ def table(rep: Reproduction, records: list[dict[str, Any]], reference: pd.DataFr
 
 
 def control_table(rep: Reproduction, records: list[dict[str, Any]]) -> Table | None:
-    """Each mask-guided method's real-mask row against its random-mask row (after tuning): what the masks'
-    content buys, per metric."""
+    """Each mask-guided method's real-mask row against its random-mask row with the same other settings (after
+    tuning): what the masks' content buys, per metric."""
     pairs: dict[tuple[str, str, str], dict[str, Row]] = {}
     for row in rows_of(rep, records):
-        control = (row.runs[0]["config"].get("hparams") or {}).get("mask_control")
+        hparams = dict(row.runs[0]["config"].get("hparams") or {})
+        control = hparams.pop("mask_control", None)
         if control is not None and not row.snapshot:
-            pairs.setdefault((row.dataset, row.runs[0]["protocol"], row.method), {})[control] = row
+            variant = json.dumps(hparams, sort_keys=True)
+            pairs.setdefault((row.dataset, row.runs[0]["protocol"], variant), {})[control] = row
     columns = ["dataset", "protocol", "method"]
     for metric in rep.metrics:
         columns += [f"{metric} real masks", f"{metric} random masks", f"{metric} real − random"]
     body = []
-    for (dataset, protocol, method), sides in sorted(pairs.items()):
+    for (dataset, protocol, _), sides in sorted(pairs.items(), key=lambda kv: (kv[0][:2], pair_label(kv[1]))):
         if "none" not in sides or "random" not in sides:
             continue
-        cells = [dataset, protocol, method]
+        cells = [dataset, protocol, pair_label(sides)]
         for metric in rep.metrics:
             real = mean_and_std(values(sides["none"].chosen, metric))
             rand = mean_and_std(values(sides["random"].chosen, metric))
             cells += [fmt(*real), fmt(*rand), f"{real[0] - rand[0]:+.2f}"]
         body.append(cells)
     return Table(columns, body, f"{rep.name}-mask-control") if body else None
+
+
+def pair_label(sides: dict[str, Row]) -> str:
+    return without_control(next(iter(sides.values())).label)
+
+
+def without_control(label: str) -> str:
+    """A row label without its ``mask_control=…`` setting: ``rrr [mask_control=none, x=1]`` → ``rrr [x=1]``."""
+    base, _, rest = label.partition(" [")
+    parts = [p for p in rest.rstrip("]").split(", ") if p and not p.startswith("mask_control=")]
+    return f"{base} [{', '.join(parts)}]" if parts else base
 
 
 def curves_csv(rep: Reproduction, records: list[dict[str, Any]]) -> str:

@@ -2,6 +2,7 @@
 and the method's total loss on a real batch."""
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
@@ -48,3 +49,26 @@ def test_the_total_loss_is_ce_plus_weighted_terms(dataset_cache) -> None:
     first_conv = next(p for p in method.model.parameters() if p.dim() == 4)
     (grad,) = torch.autograd.grad(logs["mining"], first_conv, retain_graph=True)
     assert float(grad.abs().sum()) > 0
+
+
+@pytest.mark.parametrize("authors", [False, True])
+def test_the_erased_images_leave_the_running_statistics_alone_unless_asked(dataset_cache, authors: bool) -> None:
+    """By default the running statistics after a GAIN loss are those of a forward on the clean batch alone;
+    with ``mining_updates_running_stats`` (the authors' code) the erased images' forward moves them too."""
+    from bench.data import load_dataset
+
+    dataset = load_dataset("mnist_background", {"train_size": 64, "val_size": 32, "test_size": 32}, seed=0)
+    torch.manual_seed(0)
+    hp = resolve_hparams(get_method("gain"), "fast", {"batch_size": 16, "mining_updates_running_stats": authors})
+    method = build_method(get_method("gain"), hp, dataset, "small_cnn", torch.device("cpu"), None)
+    batch = method.ctx.train.batch(torch.arange(16))
+    method.train()
+    clean = copy.deepcopy(method.model)
+    clean(batch.x)
+    method.losses(batch, create_graph=True)
+    norms = [(a, b) for a, b in zip(method.model.modules(), clean.modules(), strict=True)
+             if isinstance(a, torch.nn.BatchNorm2d)]
+    same = all(torch.equal(a.running_mean, b.running_mean) and torch.equal(a.running_var, b.running_var)
+               and torch.equal(a.num_batches_tracked, b.num_batches_tracked) for a, b in norms)
+    assert norms and same is not authors
+    assert all(a.momentum == b.momentum for a, b in norms)  # the context restores the momentum

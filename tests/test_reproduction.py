@@ -155,6 +155,43 @@ def test_mask_control_table_sets_real_masks_against_random_ones() -> None:
     assert control_table(rep, [r for r in records if "none" in r["run_id"]]) is None  # no pair, no table
 
 
+def test_the_control_table_pairs_rows_that_differ_only_in_the_control() -> None:
+    """A variant with other settings (e.g. GAIN with the authors' batch-norm behaviour) is its own pair, not a
+    second real-mask side of the default's pair."""
+    from reports.reproduction import control_table
+
+    rep = Reproduction(name="t", title="T", suite="quick", protocols=("cpu",), source="x", selection="iid_val",
+                       metrics=("iid_acc",), curve_keys=())
+    records = [hand_record(f"r-{c}-{v}", {"mask_control": c, **({"penalty_statistics": v} if v else {})}, 0, 0.5,
+                           acc) for c, v, acc in (("none", "", 0.9), ("random", "", 0.5), ("none", "running", 0.7),
+                                                  ("random", "running", 0.6))]
+    table = control_table(rep, records)
+    assert table is not None and [row[2:] for row in table.rows] == [
+        ["rrr [penalty_statistics=-]", "90.00", "50.00", "+40.00"],
+        ["rrr [penalty_statistics=running]", "70.00", "60.00", "+10.00"]]
+
+
+def test_the_mask_term_table_reads_the_terms_and_the_mode_ratio_off_the_curves() -> None:
+    from reports.guided import mask_term_blocks
+
+    def run(run_id: str, method: str, hparams: dict, epochs: list[dict]) -> dict:
+        return {**hand_record(run_id, hparams, 0, 0.5, 0.9), "method": method, "epochs": epochs}
+
+    records = [
+        run("erm", "erm", {}, [{"epoch": 1, "train_loss": 0.5, "val_loss": 0.4, "iid_shortcut_relevance": 0.8}]),
+        run("isnet", "isnet", {"mask_control": "none"}, [  # the first epoch trains on CE alone
+            {"epoch": 1, "train_loss": 0.4, "train_ce": 0.4},
+            {"epoch": 2, "train_loss": 1.0, "train_ce": 0.25},
+            {"epoch": 3, "train_loss": 0.5, "train_ce": 0.25, "val_loss": 5.0, "iid_shortcut_relevance": 0.6}]),
+    ]
+    blocks = mask_term_blocks(records)
+    rows = blocks[-1].rows
+    assert [r[2] for r in rows] == ["erm", "isnet"]  # the reference first
+    assert rows[0][4:10] == ["–", "–", "–", "0.5", "0.4", "–"] and rows[0][10] == "80"
+    assert rows[1][4:] == ["0.25", "0.75", "0.25", "0.5", "5", "10", "60"]
+    assert mask_term_blocks(records[:1]) == []  # no mask-guided run, no table
+
+
 def test_sweep_export_adds_each_finished_run_to_the_reproduction(tmp_path: Path, tiny_rep: Reproduction,
                                                                   monkeypatch: pytest.MonkeyPatch,
                                                                   capsys: pytest.CaptureFixture[str]) -> None:
