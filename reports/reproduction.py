@@ -262,6 +262,7 @@ tea_table1(
         "not the paper's comparison. The paper's GALS row (CLIP attention) corresponds to `gals_teacher`.",
         MASK_NOTE,
     ),
+    analyses=(mask_term_blocks,),
 )
 
 tea_table1(
@@ -277,7 +278,9 @@ tea_table1(
         "The mask methods' loss weights are tuned on OOD validation data, as the paper tuned them (an advantage the "
         "distillation rows do not have); checkpoints are still selected on the biased validation split.",
         MASK_NOTE,
-    ),)
+    ),
+    analyses=(mask_term_blocks,),
+)
 
 for _column, _suite, _title in (("dogs", "paper-tea-dogs", "DogsWithTies"),
                                 ("scenes", "paper-tea-scenes", "COCO-on-Places 100 %")):
