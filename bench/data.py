@@ -304,6 +304,8 @@ class BiasedDataset:
     card: str = ""
     shortcut_region: str = ""  # where the shortcut is in the image: "mask" (the mask is the shortcut),
     #                            "outside_mask" (the mask is the object, the shortcut its background), "" (not spatial)
+    # split → (the split it is part of, its rows there): evaluation predicts those images once
+    subsets: dict[str, tuple[str, Tensor]] = field(default_factory=dict)
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -311,6 +313,11 @@ class BiasedDataset:
 
     def __post_init__(self) -> None:
         self.roles.validate(self.splits, self.name)
+        for name, (parent, rows) in self.subsets.items():
+            if parent not in self.splits or parent in self.subsets or name not in self.splits:
+                raise ValueError(f"{self.name}: subset {name} of {parent} needs both splits, {parent} not a subset")
+            if not torch.equal(self.splits[parent].x[rows], self.splits[name].x):
+                raise ValueError(f"{self.name}: split {name} is not rows {parent}[rows] of its declared parent")
 
     @property
     def test_splits(self) -> list[str]:
@@ -323,7 +330,8 @@ class BiasedDataset:
         return [s for s in self.splits if s != "train"]
 
     def to(self, device: torch.device | str) -> BiasedDataset:
-        return dataclasses.replace(self, splits={k: v.to(device) for k, v in self.splits.items()})
+        return dataclasses.replace(self, splits={k: v.to(device) for k, v in self.splits.items()},
+                                   subsets={k: (parent, rows.to(device)) for k, (parent, rows) in self.subsets.items()})
 
     def meta(self) -> dict[str, Any]:
         return {
@@ -419,6 +427,7 @@ def _write_cached(path: Path, dataset: BiasedDataset) -> None:
         "meta": canonical_json(dataset.meta()),
         "splits": {s: {k: (None if v is None else v.cpu()) for k, v in sp.tensors().items()}
                    for s, sp in dataset.splits.items()},
+        "subsets": {s: {"parent": parent, "rows": rows.cpu()} for s, (parent, rows) in dataset.subsets.items()},
     }
     atomic_torch_save(payload, path)
 
@@ -431,4 +440,5 @@ def _read_cached(path: Path) -> BiasedDataset:
     meta["group_names"] = {int(k): v for k, v in meta["group_names"].items()}
     meta["roles"] = SplitRoles.from_dict(meta["roles"])
     splits = {s: Split(**tensors) for s, tensors in payload["splits"].items()}
-    return BiasedDataset(splits=splits, **meta)
+    subsets = {s: (str(part["parent"]), part["rows"]) for s, part in payload.get("subsets", {}).items()}
+    return BiasedDataset(splits=splits, subsets=subsets, **meta)

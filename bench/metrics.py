@@ -35,6 +35,25 @@ def predict_split(predict: Callable[[Tensor], Tensor], split: Split, batch_size:
     return torch.cat(preds)
 
 
+def predict_splits(predict: Callable[[Tensor], Tensor], dataset: BiasedDataset, names: list[str], batch_size: int,
+                   view: str = "x") -> dict[str, Tensor]:
+    """Predicted classes of every split in ``names``; a split the dataset declares a subset of another
+    (``BiasedDataset.subsets``) takes its rows of the other's predictions instead of predicting its images
+    again (in eval mode each image's prediction does not depend on its batch)."""
+    preds: dict[str, Tensor] = {}
+
+    def of(name: str) -> Tensor:
+        if name not in preds:
+            if name in dataset.subsets:
+                parent, rows = dataset.subsets[name]
+                preds[name] = of(parent)[rows]
+            else:
+                preds[name] = predict_split(predict, dataset.splits[name], batch_size, view)
+        return preds[name]
+
+    return {name: of(name) for name in names}
+
+
 def split_metrics(name: str, split: Split, preds: Tensor, group_names: dict[int, str],
                   teacher_preds: Tensor | None = None) -> dict[str, float]:
     """Flat metrics ``<split>_acc``, ``<split>_group_acc/<g>``, ``<split>_worst_group_acc``, and with a
@@ -96,9 +115,7 @@ def evaluate(predict: Callable[[Tensor], Tensor], dataset: BiasedDataset, batch_
     """Metrics of ``predict`` on ``splits`` (a model in eval mode), fed ``view`` where a split has it, else ``x``
     (a teacher trained on debiased images is measured on the debiased test images where the dataset has them)."""
     metrics: dict[str, float] = {}
-    for name in splits:
-        split = dataset.splits[name]
-        preds = predict_split(predict, split, batch_size, view)
-        metrics.update(split_metrics(name, split, preds, dataset.group_names,
+    for name, preds in predict_splits(predict, dataset, splits, batch_size, view).items():
+        metrics.update(split_metrics(name, dataset.splits[name], preds, dataset.group_names,
                                      None if teacher_preds is None else teacher_preds.get(name)))
     return add_gaps(metrics, dataset.roles)

@@ -24,7 +24,7 @@ from bench.errors import UserError
 from bench.fingerprint import changed_parts, code_fingerprint
 from bench.heatmaps import ExplanationProbe, eval_view
 from bench.method import build_method, check_supervision, get_method, resolve_hparams, supervision_budget
-from bench.metrics import conflicting_samples, eval_batch_size, evaluate, mining_metrics, predict_split
+from bench.metrics import conflicting_samples, eval_batch_size, evaluate, mining_metrics, predict_splits
 from bench.models import create_model
 from bench.protocols import get_protocol
 from bench.provenance import provenance
@@ -269,8 +269,7 @@ class _Training:
         if self.teacher is None:
             return None
         view = self.dataset.teacher_view
-        return {name: predict_split(self.teacher, self.dataset.splits[name], self.eval_batch, view)
-                for name in self.dataset.eval_splits}
+        return predict_splits(self.teacher, self.dataset, self.dataset.eval_splits, self.eval_batch, view)
 
     # --- checkpoints ------------------------------------------------------------------------
     def _resume(self) -> int:

@@ -55,12 +55,13 @@ ROLES = SplitRoles(selection="val", validation=("val",), iid="test_id", shifted=
                    group_kinds={0: "aligned", 1: "conflicting", 2: "conflicting", 3: "aligned"})
 
 
-def with_group_splits(splits: dict[str, Split]) -> dict[str, Split]:
-    """Add e²KD's in-distribution and out-of-distribution views of the test split."""
+def with_group_splits(splits: dict[str, Split]) -> tuple[dict[str, Split], dict[str, tuple[str, Tensor]]]:
+    """Add e²KD's in-distribution and out-of-distribution views of the test split, declared as its subsets."""
     test = splits["test"]
     in_distribution = torch.isin(test.group, torch.tensor(IN_DISTRIBUTION_GROUPS, device=test.group.device))
-    return {**splits, "test_id": test.map(lambda t: t[in_distribution]),
-            "test_ood": test.map(lambda t: t[~in_distribution])}
+    subsets = {"test_id": ("test", torch.nonzero(in_distribution).flatten()),
+               "test_ood": ("test", torch.nonzero(~in_distribution).flatten())}
+    return {**splits, **{name: test.map(lambda t, rows=rows: t[rows]) for name, (_, rows) in subsets.items()}}, subsets
 
 
 @register_dataset("waterbirds_like")
@@ -150,8 +151,9 @@ def build_waterbirds_like(cfg: WaterbirdsLike.Config, device: torch.device, seed
         images, mask, _ = render_versions(sprites, sprites.pick(y, gen), versions, gen, cfg.size, placement, device,
                                           debiased=False)
         splits[name] = make_split(images[name], y, places, 2 * y + places, mask, device, images["randomised"])
+    splits, subsets = with_group_splits(splits)
     return BiasedDataset(
-        name="waterbirds_like", splits=with_group_splits(splits), roles=ROLES, num_classes=2, class_names=list(CLASSES),
+        name="waterbirds_like", splits=splits, subsets=subsets, roles=ROLES, num_classes=2, class_names=list(CLASSES),
         bias_kind="background place", bias_strength=float(cfg.strength), split_descriptions=dict(SPLIT_DESCRIPTIONS),
         group_names=dict(GROUPS), teacher_view="x", card=CARD, shortcut_region="outside_mask",
     )
@@ -165,8 +167,9 @@ def build_from_files(cfg: WaterbirdsLike.Config, device: torch.device) -> Biased
                                None, device) for name, part in data.items()}
     train = splits["train"]
     strength = float((train.bias == train.y).float().mean()) if len(train) else 0.0
+    splits, subsets = with_group_splits(splits)
     return BiasedDataset(
-        name="waterbirds_like", splits=with_group_splits(splits), roles=ROLES, num_classes=2, class_names=list(CLASSES),
+        name="waterbirds_like", splits=splits, subsets=subsets, roles=ROLES, num_classes=2, class_names=list(CLASSES),
         bias_kind="background place", bias_strength=strength, split_descriptions=dict(SPLIT_DESCRIPTIONS),
         group_names=dict(GROUPS), teacher_view="x",
         card=CARD + "\nBuilt from the user's Waterbirds files (source=files): CUB birds on Places scenes.",
