@@ -772,6 +772,9 @@ def blocks(rep: Reproduction, records: list[dict[str, Any]], reference: pd.DataF
     revisions = sorted({revision(r) for r in records})
     devices = sorted({str((r.get("provenance") or {}).get("device", "?")) for r in records})
     hours = sum(float((r.get("cost") or {}).get("wall_seconds", 0.0)) for r in records) / 3600
+    costs = [r.get("cost") or {} for r in records]
+    evaluating = sum(float(c.get("eval_seconds", 0.0)) for c in costs)
+    training = sum(float(c.get("train_seconds", 0.0)) for c in costs)
     seeds = sorted({int(r["seed"]) for r in records})
     models = sorted({str(r["model"]) for r in records})
     protocols = "; ".join(f"`{p}`" + ("" if suite.model else f": {get_protocol(p).description}") for p in rep.protocols)
@@ -781,7 +784,9 @@ def blocks(rep: Reproduction, records: list[dict[str, Any]], reference: pd.DataF
         + f" Selection: `{rep.selection}` ({rule.summary}). Cells: ours = mean ± sample standard deviation over "
         f"the seeds in the `seeds` column (no ± with one seed), in percent; paper = the published number; "
         f"Δ = ours − paper. Seeds run: {', '.join(map(str, seeds))}. Device(s): {', '.join(devices)}. "
-        f"Code revision(s): {', '.join(r[:12] for r in revisions)}. Total run time: {hours:.2f} h."))
+        f"Code revision(s): {', '.join(r[:12] for r in revisions)}. Total run time: {hours:.2f} h"
+        + (f", of which evaluation (every split, validation loss, explanation probe) "
+           f"{100 * evaluating / (evaluating + training):.0f} % of training plus evaluation." if training else ".")))
     out.append(table(rep, records, reference))
     control = control_table(rep, records)
     if control is not None:

@@ -351,3 +351,17 @@ def test_teacher_table_says_whether_each_student_learnt_from_the_committed_teach
     missing = teacher_blocks(records[:1], lambda run_id: tmp_path / "absent.pt")
     assert next(b for b in missing if isinstance(b, Table)).rows[0][4] == "no committed weights to compare"
     assert teacher_blocks(records[3:], lambda run_id: tmp_path / "absent.pt") == []
+
+
+def test_the_header_states_the_share_of_evaluation_in_the_run_time() -> None:
+    from reports.blocks import markdown
+    from reports.reproduction import blocks
+
+    rep = Reproduction(name="t", title="T", suite="quick", protocols=("cpu",), source="x", selection="iid_val",
+                       metrics=("iid_acc",), curve_keys=())
+    records = [{**hand_record(f"r{s}", {}, s, 0.5, 0.9), "method": "erm",
+                "cost": {"train_seconds": 30.0, "eval_seconds": 10.0 * s, "wall_seconds": 45.0}} for s in (1, 2)]
+    from reports.paper import load_reference
+
+    text = markdown(blocks(rep, records, load_reference()))
+    assert "evaluation (every split, validation loss, explanation probe) 33 % of training plus evaluation" in text
