@@ -58,7 +58,7 @@ class RRR(MaskGuided):
     RRR's networks had no batch norm. With batch norm in train mode, the gradient of the batch's summed log
     probabilities at one image also flows through the batch statistics (every image of the batch), and training
     can meet the penalty through that coupling while the network evaluated, on running statistics, keeps large
-    input gradients off the mask (measured on mnist_background: the diagnosis table of
+    input gradients where the mask says the evidence is not (measured on mnist_background: the diagnosis table of
     results/reproductions/masks-mnist-background.md). ``penalty_statistics="running"`` takes the explanation
     from a second forward in inference mode, per image and of the network that is evaluated."""
 
