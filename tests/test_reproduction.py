@@ -365,3 +365,16 @@ def test_the_header_states_the_share_of_evaluation_in_the_run_time() -> None:
 
     text = markdown(blocks(rep, records, load_reference()))
     assert "evaluation (every split, validation loss, explanation probe) 33 % of training plus evaluation" in text
+
+
+def test_tuned_real_and_random_rows_pair_whatever_value_each_picked() -> None:
+    from reports.reproduction import Tuning, control_table
+
+    rep = Reproduction(name="t", title="T", suite="quick", protocols=("cpu",), source="x", selection="iid_val",
+                       metrics=("iid_acc",), curve_keys=(),
+                       tuning=Tuning({"rrr": ("penalty_weight",)}, "val_ood_acc", "tuned on OOD validation"))
+    records = [hand_record(f"r{w}-{c}", {"penalty_weight": w, "mask_control": c}, 0, score, acc)
+               for w, c, score, acc in [(10, "none", 0.7, 0.9), (100, "none", 0.5, 0.8),
+                                        (10, "random", 0.4, 0.6), (100, "random", 0.6, 0.5)]]
+    table = control_table(rep, records)
+    assert table is not None and table.rows == [["objects_on_scenes", "cpu", "rrr", "90.00", "50.00", "+40.00"]]
