@@ -378,3 +378,24 @@ def test_tuned_real_and_random_rows_pair_whatever_value_each_picked() -> None:
                                         (10, "random", 0.4, 0.6), (100, "random", 0.6, 0.5)]]
     table = control_table(rep, records)
     assert table is not None and table.rows == [["objects_on_scenes", "cpu", "rrr", "90.00", "50.00", "+40.00"]]
+
+
+def test_a_method_takes_the_paper_row_its_reproduction_maps_it_to() -> None:
+    """On DogsWithTies the paper's GALS row is CLIP-attention GALS, run here as ``gals_teacher``; the
+    mask-attention ``gals`` is N/A there and gets no paper number."""
+    from reports.paper import load_reference
+    from reports.reproduction import table
+
+    rep = Reproduction(name="t", title="T", suite="quick", protocols=("cpu",), source="Bassi et al. 2024",
+                       selection="iid_val", metrics=("ood_acc",), curve_keys=(),
+                       paper_rows={"gals_teacher": "gals", "gals": ""})
+
+    def record(method: str) -> dict:
+        return {"run_id": method, "method": method, "dataset": "dogs_with_ties", "protocol": "cpu",
+                "model": "small_cnn", "seed": 0, "meta": {}, "config": {"hparams": {}, "dataset_params": {},
+                                                                         "teacher": None},
+                "final": {"iid_val": {"ood_acc": 0.5, "epoch": 1}}}
+
+    rows = {r[2]: r for r in table(rep, [record("gals_teacher"), record("gals")], load_reference()).rows}
+    assert rows["gals_teacher"][4:7] == ["50.00", "73.3", "-23.30"]
+    assert rows["gals"][4:7] == ["50.00", "–", "–"]
