@@ -326,7 +326,8 @@ class BiasedDataset:
 
     @property
     def eval_splits(self) -> list[str]:
-        """Every split measured at each evaluation (all but ``train``)."""
+        """Every split an evaluation can measure (all but ``train``): the validation splits at each, the test splits
+        at the tested ones."""
         return [s for s in self.splits if s != "train"]
 
     def to(self, device: torch.device | str) -> BiasedDataset:

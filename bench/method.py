@@ -49,6 +49,12 @@ class TrainHparams:
     # step schedule: lr × lr_gamma^(number of milestones reached), a milestone m taking effect from epoch m + 1
     lr_milestones: tuple[int, ...] = ()
     lr_gamma: float = 0.1
+    # evaluation cadence (``bench.selection.could_be_chosen``): the validation splits every ``eval_every`` epochs
+    # (the candidates of selection) and after the last; the test splits and the explanation probe at every
+    # ``test_every``-th validation, at every validation a rule reading validation data would choose if training
+    # ended there, and after the last epoch. Selected rows are the same at any ``test_every``; curves are sparser.
+    eval_every: int = 1
+    test_every: int = 1
 
     def __post_init__(self) -> None:
         self.lr_milestones = _milestones(self.lr_milestones)
@@ -59,6 +65,9 @@ class TrainHparams:
         # upper bounds: a larger value is a typo (10**12 epochs never ends), not an experiment
         if not 1 <= self.epochs <= 100_000:
             raise ValueError(f"epochs must be in [1, 100000], got {self.epochs}")
+        if not (1 <= self.eval_every <= self.epochs or self.eval_every == 1) or self.test_every < 1:
+            raise ValueError(f"eval_every must be in [1, epochs] and test_every >= 1, got {self.eval_every} and "
+                             f"{self.test_every}")
         if not 1 <= self.batch_size <= 1_000_000:
             raise ValueError(f"batch_size must be in [1, 1000000], got {self.batch_size}")
         if self.lr <= 0:
@@ -86,7 +95,8 @@ def _milestones(value: Any) -> tuple[int, ...]:
 
 # options added after runs were recorded: left out of a run's config at their default, so that adding an option
 # never renames the runs made before it
-LATER_OPTIONS: dict[str, Any] = {"lr_milestones": (), "lr_gamma": 0.1, "mask_init": 1.5}
+LATER_OPTIONS: dict[str, Any] = {"lr_milestones": (), "lr_gamma": 0.1, "mask_init": 1.5, "eval_every": 1,
+                                 "test_every": 1}
 
 
 @dataclass

@@ -103,9 +103,11 @@ def _timed(cfg: RunConfig, device: torch.device) -> float:
     step = measure(cfg.method, dataset, cfg.protocol, device, steps=TIMED_STEPS, batch_size=batch,
                    hparams=cfg.hparams, model=cfg.model, teacher_model=teacher_model)
     train_seconds = hp.epochs * (train // hp.batch_size) * hp.batch_size / step.images_per_second
-    evaluations = -(-hp.epochs // prepared.protocol.eval_every)
-    evaluated = sum(len(dataset.splits[name]) for name in dataset.eval_splits)
-    return train_seconds + evaluations * evaluated / _forward_rate(cfg, dataset, device)
+    validations = -(-hp.epochs // hp.eval_every)
+    tests = -(-validations // hp.test_every)  # a lower bound: epochs a rule could choose are tested too
+    images = (validations * sum(len(dataset.splits[name]) for name in dataset.roles.validation)
+              + tests * sum(len(dataset.splits[name]) for name in dataset.test_splits))
+    return train_seconds + images / _forward_rate(cfg, dataset, device)
 
 
 def _forward_rate(cfg: RunConfig, dataset: Any, device: torch.device) -> float:

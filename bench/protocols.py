@@ -17,7 +17,6 @@ class Protocol:
     dataset_params: dict[str, dict[str, Any]] = field(default_factory=dict)
     eval_batch_size: int = 512
     log_every: int = 50
-    eval_every: int = 1  # evaluate (and consider for selection) every N epochs, and always after the last
 
     def dataset_options(self, dataset: str) -> dict[str, Any]:
         return dict(self.dataset_params.get(dataset, {}))

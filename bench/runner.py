@@ -29,7 +29,7 @@ from bench.models import create_model
 from bench.protocols import get_protocol
 from bench.provenance import provenance
 from bench.runs import RunConfig
-from bench.selection import DEFAULT_RULE, SELECTION_RULES, select_epochs, selection_meta
+from bench.selection import DEFAULT_RULE, SELECTION_RULES, could_be_chosen, select_epochs, selection_meta
 from bench.store import Store
 
 
@@ -325,9 +325,7 @@ class _Training:
             self.method.apply_lr_schedule(epoch)
             self.method.on_epoch_start(epoch)
             train_logs = self._train_epoch(epoch, step)
-            evaluated = (epoch + 1) % self.protocol.eval_every == 0 or epoch + 1 == self.hp.epochs
-            metrics = {**train_logs, **(self._evaluate() if evaluated else {}),
-                       "selectable": evaluated and bool(self.method.selectable())}
+            metrics = {**train_logs, **self._evaluate(epoch, history)}
             history.append({"epoch": epoch + 1, **metrics})
             self.store.add_epoch(self.cfg.run_id, epoch + 1, metrics)
             self._checkpoint(epoch + 1, history)
@@ -379,20 +377,35 @@ class _Training:
             raise RunDiverged(f"non-finite {', '.join(bad)} at epoch {epoch + 1}, by step {step}")
         return values
 
-    def _evaluate(self) -> dict[str, float]:
+    def _evaluate(self, epoch: int, history: list[dict[str, Any]]) -> dict[str, Any]:
+        """The epoch's evaluation at the run's cadence (``TrainHparams.eval_every``, ``test_every``): nothing, the
+        validation splits, or the validation and test splits with the explanation probe."""
+        last = epoch + 1 == self.hp.epochs
+        if not (last or (epoch + 1) % self.hp.eval_every == 0):
+            return {"selectable": False}
         begin = time.perf_counter()
         self.method.eval()
-        with torch.no_grad():
-            metrics = evaluate(self.method.predict, self.dataset, self.eval_batch,
-                               self.dataset.eval_splits,
-                               self.teacher_preds, view=self._eval_view())
-            metrics["val_loss"] = self._val_loss()
-            metrics.update(self.method.epoch_metrics())
-            metrics.update(mining_metrics(self.method.mined_minority(), self.train_conflicting))
-        metrics.update(self.probe.metrics(self.method.predictor()))
-        if not math.isfinite(metrics["val_loss"]):
-            raise RunDiverged("non-finite validation loss")
+        metrics: dict[str, Any] = {**self._measure(list(self.roles.validation)),
+                                   "selectable": bool(self.method.selectable())}
+        validations = sum(1 for row in history if "val_loss" in row) + 1
+        if last or validations % self.hp.test_every == 0 or could_be_chosen(
+                history, {"epoch": epoch + 1, **metrics}, self.roles, self.dataset.eval_splits):
+            metrics.update(self._measure(self.dataset.test_splits))
+            metrics.update(self.probe.metrics(self.method.predictor()))
         self.counters.eval_seconds += time.perf_counter() - begin
+        return metrics
+
+    def _measure(self, splits: list[str]) -> dict[str, float]:
+        """Metrics of ``splits``; with the validation splits, the method's validation loss and epoch metrics."""
+        with torch.no_grad():
+            metrics = evaluate(self.method.predict, self.dataset, self.eval_batch, splits, self.teacher_preds,
+                               view=self._eval_view())
+            if self.roles.selection in splits:
+                metrics["val_loss"] = self._val_loss()
+                metrics.update(self.method.epoch_metrics())
+                metrics.update(mining_metrics(self.method.mined_minority(), self.train_conflicting))
+        if "val_loss" in metrics and not math.isfinite(metrics["val_loss"]):
+            raise RunDiverged("non-finite validation loss")
         return metrics
 
     def _val_loss(self) -> float:

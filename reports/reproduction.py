@@ -633,8 +633,8 @@ def paper_value(reference: pd.DataFrame, rep: Reproduction, row: Row, metric: st
 
 
 def trend(run: dict[str, Any], key: str) -> tuple[float, int]:
-    """Change of ``key`` (points) over the last ``TREND_WINDOW`` of the selectable evaluated epochs (the
-    candidates of selection), and their count."""
+    """Change of ``key`` (points) over the last ``TREND_WINDOW`` of the selectable epochs where it was measured
+    (test metrics are measured at a cadence, ``TrainHparams.test_every``), and their count."""
     points = [100 * float(r[key]) for r in run.get("epochs") or [] if key in r and r.get("selectable", True)]
     if len(points) < 2:
         return math.nan, 0
@@ -649,7 +649,7 @@ def still_moving(row: Row, metric: str) -> str:
     if not changes or abs(sum(changes) / len(changes)) <= TOLERANCE:
         return ""
     window = trend(row.runs[0], metric)[1]
-    return f"not converged: last {window} selectable epochs {sum(changes) / len(changes):+.2f}"
+    return f"not converged: last {window} measured selectable epochs {sum(changes) / len(changes):+.2f}"
 
 
 def diagnosis(rep: Reproduction, row: Row, metric: str, paper: float, teachers: dict[str, dict[str, Any]]) -> str:
@@ -660,7 +660,7 @@ def diagnosis(rep: Reproduction, row: Row, metric: str, paper: float, teachers: 
     moving = [c for c, n in changes if not math.isnan(c)]
     if moving and not row.snapshot:
         window = changes[0][1]
-        parts.append(f"last {window} selectable epochs: {sum(moving) / len(moving):+.2f}")
+        parts.append(f"last {window} measured selectable epochs: {sum(moving) / len(moving):+.2f}")
     if row.snapshot:
         epochs = sorted({int(c["epoch"]) for c in row.chosen if "epoch" in c})
         parts.append(f"read at epoch {', '.join(map(str, epochs))}, the stage's last (no selection)")

@@ -82,7 +82,7 @@ def test_a_suite_run_becomes_a_row_beside_the_paper(tmp_path: Path, tiny_rep: Re
     cells = row.split(",")
     assert cells[4] == f"{ours:.2f}" and cells[5] == "81.73" and cells[6] == f"{ours - 81.73:+.2f}"
     assert cells[7] == "–"  # the baseline itself
-    assert "oracle selection" in cells[8] and "last 1 selectable epochs" in cells[8]  # far from 81.73: measured
+    assert "oracle selection" in cells[8] and "last 1 measured selectable epochs" in cells[8]  # far from 81.73
     snap = next(line for line in csv if line.startswith("cmnist_lff,fast,erm: epoch 1,")).split(",")
     first = 100 * records[0]["epochs"][0]["unbiased_acc"]
     assert snap[4] == f"{first:.2f}" and snap[7] == f"{first - ours:+.2f}"  # against the erm row
@@ -274,7 +274,7 @@ def test_a_cell_without_paper_number_says_when_training_ended_still_moving() -> 
     rows = {r[2]: r for r in table(rep, [record("attention_distill", [0.40, 0.45, 0.50, 0.55, 0.59]),
                                          record("gradcam_distill", [0.90, 0.95, 0.97, 0.975, 0.976])],
                                    load_reference()).rows}
-    assert rows["attention_distill"][-1] == "ood_acc: not converged: last 1 selectable epochs +4.00"
+    assert rows["attention_distill"][-1] == "ood_acc: not converged: last 1 measured selectable epochs +4.00"
     assert rows["gradcam_distill"][-1] == ""  # +0.1 over its last epoch: settled
 
 

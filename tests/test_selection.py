@@ -85,16 +85,52 @@ def test_oracle_rows_exist_where_split_names_hid_them(tmp_path: Path) -> None:
 
 
 def test_eval_every_skips_evaluations_and_selection_of_those_epochs(tmp_path: Path) -> None:
-    from bench.protocols import PROTOCOLS, Protocol, get_protocol, register_protocol
-
-    fast = get_protocol("fast")
-    register_protocol(Protocol("fast_eval2", fast.model, fast.teacher_model, "test", eval_every=2))
-    try:
-        cfg = make_run_config("erm", "coloured_mnist", "fast_eval2", 0, {**TINY_HP, "epochs": 3}, TINY_DATA)
-        store = Store(tmp_path)
-        record = execute(cfg, store, torch.device("cpu"), progress=False)
-    finally:
-        PROTOCOLS._entries.pop("fast_eval2")
+    cfg = make_run_config("erm", "coloured_mnist", "fast", 0, {**TINY_HP, "epochs": 3, "eval_every": 2}, TINY_DATA)
+    store = Store(tmp_path)
+    record = execute(cfg, store, torch.device("cpu"), progress=False)
     rows = store.epochs(cfg.run_id)
-    assert [("iid_acc" in row, row["selectable"]) for row in rows] == [(False, False), (True, True), (True, True)]
+    assert [("val_loss" in row, row["selectable"]) for row in rows] == [(False, False), (True, True), (True, True)]
     assert record["final"]["iid_val"]["epoch"] in (2, 3) and record["final"]["last"]["epoch"] == 3
+
+
+def test_cadence_options_keep_the_run_ids_of_runs_made_before_them() -> None:
+    before = make_run_config("erm", "coloured_mnist", "fast", 0, TINY_HP, TINY_DATA)
+    same = make_run_config("erm", "coloured_mnist", "fast", 0, {**TINY_HP, "eval_every": 1, "test_every": 1},
+                           TINY_DATA)
+    assert same.run_id == before.run_id and "test_every" not in before.hparams
+
+
+def test_tests_are_measured_where_a_validation_rule_could_choose_and_the_choice_is_unchanged(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With ``test_every`` larger than the run, the test splits are measured exactly at the epochs that were the
+    best so far of a validation rule and at the last; every rule reading validation data picks the same epoch with
+    the same numbers as a run that tests every epoch."""
+    import bench.runner as runner
+
+    losses = iter([0.9, 0.5, 0.7, 0.4, 0.6, 0.8])  # new bests at epochs 1, 2 and 4
+    real = runner._Training._val_loss
+    monkeypatch.setattr(runner._Training, "_val_loss", lambda self: (real(self), next(losses))[1])
+    hp = {**TINY_HP, "epochs": 6}
+    cfg = make_run_config("erm", "coloured_mnist", "fast", 0, {**hp, "test_every": 100}, TINY_DATA)
+    store = Store(tmp_path / "sparse")
+    sparse = execute(cfg, store, torch.device("cpu"), progress=False)
+    tested = [row["epoch"] for row in store.epochs(cfg.run_id) if "iid_acc" in row]
+    chosen_by_acc = sparse["final"]["iid_val_acc"]["epoch"]
+    assert set(tested) == {1, 2, 4, 6} | set(_acc_bests(store.epochs(cfg.run_id))) and chosen_by_acc in tested
+    assert all("val_acc" in row for row in store.epochs(cfg.run_id))  # validation at every epoch
+
+    losses = iter([0.9, 0.5, 0.7, 0.4, 0.6, 0.8])
+    full_cfg = make_run_config("erm", "coloured_mnist", "fast", 0, hp, TINY_DATA)
+    full = execute(full_cfg, Store(tmp_path / "full"), torch.device("cpu"), progress=False)
+    for rule in ("iid_val", "iid_val_acc", "last"):
+        assert sparse["final"][rule] == full["final"][rule]
+    assert sparse["final"]["iid_val"]["epoch"] == 4
+
+
+def _acc_bests(rows: list[dict]) -> list[int]:
+    best, out = -1.0, []
+    for row in rows:
+        if row["val_acc"] > best:
+            best = row["val_acc"]
+            out.append(row["epoch"])
+    return out
