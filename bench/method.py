@@ -55,6 +55,9 @@ class TrainHparams:
     # ended there, and after the last epoch. Selected rows are the same at any ``test_every``; curves are sparser.
     eval_every: int = 1
     test_every: int = 1
+    # a teacher-student method's networks start as copies of the teacher (the explanation-distillation paper's
+    # COCO-on-Places protocol); needs a teacher of the student's architecture
+    init_from_teacher: bool = False
 
     def __post_init__(self) -> None:
         self.lr_milestones = _milestones(self.lr_milestones)
@@ -96,7 +99,7 @@ def _milestones(value: Any) -> tuple[int, ...]:
 # options added after runs were recorded: left out of a run's config at their default, so that adding an option
 # never renames the runs made before it
 LATER_OPTIONS: dict[str, Any] = {"lr_milestones": (), "lr_gamma": 0.1, "mask_init": 1.5, "eval_every": 1,
-                                 "test_every": 1}
+                                 "test_every": 1, "init_from_teacher": False}
 
 
 @dataclass
@@ -189,8 +192,18 @@ class Method:
 
     # --- shared helpers -----------------------------------------------------------------------
     def new_model(self) -> nn.Module:
+        """A fresh network of the run's model; with ``init_from_teacher``, a copy of the teacher's parameters and
+        buffers (the teacher must be of the same architecture)."""
         assert self.ctx.create_model is not None
-        return self.ctx.create_model().to(self.device)
+        model = self.ctx.create_model().to(self.device)
+        if self.hp.init_from_teacher:
+            assert self.ctx.teacher is not None
+            try:
+                model.load_state_dict(self.ctx.teacher.state_dict())
+            except RuntimeError as err:
+                raise UserError("init_from_teacher needs a teacher of the student's architecture (the same "
+                                f"--model for both): {str(err).splitlines()[0]}") from None
+        return model
 
     def sgd(self, params: Any) -> torch.optim.Optimizer:
         hp = self.hp
@@ -340,6 +353,9 @@ def resolve_hparams(method: type[Method], protocol: str, overrides: dict[str, An
     values = dict(method.protocols.get(protocol, {}))
     values.update(overrides or {})
     hp = build_dataclass(method.Hparams, values, f"{method.registry_name} hyper-parameter")
+    if hp.init_from_teacher and "teacher" not in method.requires:
+        raise UserError(f"{method.registry_name} has no teacher; init_from_teacher applies to teacher-student methods "
+                        "only (leave it out)")
     if getattr(hp, "lr_milestones", ()) and not method.step_schedule:
         raise UserError(f"{method.registry_name} schedules its own learning rates; lr_milestones does not apply "
                         "to it (leave it out)")

@@ -305,11 +305,12 @@ tea_table1(
         "As in the paper: ERM fits the biased data and is near chance out of distribution, Gradient*Input and "
         "input-gradient distillation fail to fit even the IID data, GAIN is the strongest mask baseline, and the "
         "mask baselines stay far below the best distillation rows.",
-        "Unlike the paper: attention and output distillation are weak and LRP distillation is well below its "
-        "teacher. The paper initialises every student with the teacher's parameters; ours start from scratch "
-        "(both our suites), so these rows must learn the task from the teacher's signals alone, and their "
-        "agreement with the teacher is low. Feature and Grad-CAM distillation, whose targets carry more of the "
-        "teacher's per-image information, are our best rows.",
+        "Unlike the paper, trained from scratch: attention and output distillation are weak and LRP distillation "
+        "is well below its teacher. The paper initialises every student with the teacher's parameters; the rows "
+        "without `init_from_teacher` start from scratch and must learn the task from the teacher's signals "
+        "alone (their agreement with the teacher is low). Feature and Grad-CAM distillation, whose targets "
+        "carry more of the teacher's per-image information, are the best of them. The rows with "
+        "`init_from_teacher=True` follow the paper's protocol.",
         "Mask baselines against ERM out of distribution (the issue's claim): GAIN with real masks beats ERM and "
         "its random-mask control by about the same margin, so its gain comes from the masks' content. ISNet is "
         "above ERM, but no more than with random masks. RRR is below ERM: at the weight OOD validation picks, "
