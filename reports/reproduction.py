@@ -298,7 +298,7 @@ tea_table1(
                    "gals": ("gals_weight",)}, "val_ood_acc", "tuned on OOD validation"),
     notes=(
         "Not the paper's photos: emoji objects on procedural scene textures at 32×32, small CNNs instead of "
-        "DenseNet121, students not initialised from the teacher. Compare orderings and gaps, not the numbers.",
+        "DenseNet121. Compare orderings and gaps, not the numbers.",
         "The mask methods' loss weights are tuned on OOD validation data, as the paper tuned them (an advantage the "
         "distillation rows do not have); checkpoints are still selected on the biased validation split.",
         MASK_NOTE,
