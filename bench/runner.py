@@ -387,7 +387,7 @@ class _Training:
         self.method.eval()
         metrics: dict[str, Any] = {**self._measure(list(self.roles.validation)),
                                    "selectable": bool(self.method.selectable())}
-        validations = sum(1 for row in history if "val_loss" in row) + 1
+        validations = (epoch + 1) // self.hp.eval_every  # this one included (only the last epoch is off the grid)
         if last or validations % self.hp.test_every == 0 or could_be_chosen(
                 history, {"epoch": epoch + 1, **metrics}, self.roles, self.dataset.eval_splits):
             metrics.update(self._measure(self.dataset.test_splits))
