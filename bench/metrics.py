@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from bench.data import BiasedDataset, Split, SplitRoles, to_float_images
@@ -35,12 +36,26 @@ def predict_split(predict: Callable[[Tensor], Tensor], split: Split, batch_size:
     return torch.cat(preds)
 
 
+@torch.no_grad()
+def predict_with_loss(predict: Callable[[Tensor], Tensor], split: Split, batch_size: int) -> tuple[Tensor, float]:
+    """Predicted class of every image of ``split`` and the mean cross-entropy of ``predict``'s logits (the default
+    validation objective, ``Method.val_loss``) from the same forward passes."""
+    total = torch.zeros((), device=split.y.device)
+    preds = []
+    for i in range(0, len(split), batch_size):
+        logits = predict(to_float_images(split.x[i:i + batch_size]))
+        total += F.cross_entropy(logits.float(), split.y[i:i + batch_size], reduction="sum")
+        preds.append(logits.argmax(1))
+    return torch.cat(preds), float(total) / len(split)
+
+
 def predict_splits(predict: Callable[[Tensor], Tensor], dataset: BiasedDataset, names: list[str], batch_size: int,
-                   view: str = "x") -> dict[str, Tensor]:
-    """Predicted classes of every split in ``names``; a split the dataset declares a subset of another
-    (``BiasedDataset.subsets``) takes its rows of the other's predictions instead of predicting its images
-    again (in eval mode each image's prediction does not depend on its batch)."""
-    preds: dict[str, Tensor] = {}
+                   view: str = "x", known: dict[str, Tensor] | None = None) -> dict[str, Tensor]:
+    """Predicted classes of every split in ``names``; a split in ``known`` keeps the predictions given there, and
+    a split the dataset declares a subset of another (``BiasedDataset.subsets``) takes its rows of the other's
+    predictions instead of predicting its images again (in eval mode each image's prediction does not depend on its
+    batch)."""
+    preds: dict[str, Tensor] = dict(known or {})
 
     def of(name: str) -> Tensor:
         if name not in preds:
@@ -111,11 +126,12 @@ def add_gaps(metrics: dict[str, float], roles: SplitRoles) -> dict[str, float]:
 
 def evaluate(predict: Callable[[Tensor], Tensor], dataset: BiasedDataset, batch_size: int,
              splits: list[str], teacher_preds: dict[str, Tensor] | None = None,
-             view: str = "x") -> dict[str, float]:
+             view: str = "x", known: dict[str, Tensor] | None = None) -> dict[str, float]:
     """Metrics of ``predict`` on ``splits`` (a model in eval mode), fed ``view`` where a split has it, else ``x``
-    (a teacher trained on debiased images is measured on the debiased test images where the dataset has them)."""
+    (a teacher trained on debiased images is measured on the debiased test images where the dataset has them);
+    ``known``: predictions already made (``predict_splits``)."""
     metrics: dict[str, float] = {}
-    for name, preds in predict_splits(predict, dataset, splits, batch_size, view).items():
+    for name, preds in predict_splits(predict, dataset, splits, batch_size, view, known).items():
         metrics.update(split_metrics(name, dataset.splits[name], preds, dataset.group_names,
                                      None if teacher_preds is None else teacher_preds.get(name)))
     return add_gaps(metrics, dataset.roles)

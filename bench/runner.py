@@ -23,8 +23,9 @@ from bench.data import Batch, BiasedDataset, audit_reads, content_digest, load_d
 from bench.errors import UserError
 from bench.fingerprint import changed_parts, code_fingerprint
 from bench.heatmaps import ExplanationProbe, eval_view
-from bench.method import build_method, check_supervision, get_method, resolve_hparams, supervision_budget
-from bench.metrics import conflicting_samples, eval_batch_size, evaluate, mining_metrics, predict_splits
+from bench.method import Method, build_method, check_supervision, get_method, resolve_hparams, supervision_budget
+from bench.metrics import (conflicting_samples, eval_batch_size, evaluate, mining_metrics, predict_splits,
+                           predict_with_loss)
 from bench.models import create_model
 from bench.protocols import get_protocol
 from bench.provenance import provenance
@@ -398,18 +399,26 @@ class _Training:
     def _measure(self, splits: list[str]) -> dict[str, float]:
         """Metrics of ``splits``; with the validation splits, the method's validation loss and epoch metrics."""
         with torch.no_grad():
+            known: dict[str, Tensor] = {}
+            val_loss = self._val_loss(known) if self.roles.selection in splits else None
             metrics = evaluate(self.method.predict, self.dataset, self.eval_batch, splits, self.teacher_preds,
-                               view=self._eval_view())
-            if self.roles.selection in splits:
-                metrics["val_loss"] = self._val_loss()
+                               view=self._eval_view(), known=known)
+            if val_loss is not None:
+                metrics["val_loss"] = val_loss
                 metrics.update(self.method.epoch_metrics())
                 metrics.update(mining_metrics(self.method.mined_minority(), self.train_conflicting))
         if "val_loss" in metrics and not math.isfinite(metrics["val_loss"]):
             raise RunDiverged("non-finite validation loss")
         return metrics
 
-    def _val_loss(self) -> float:
+    def _val_loss(self, known: dict[str, Tensor]) -> float:
+        """The method's validation objective on the selection split. Where it is the default one (cross-entropy of
+        ``predict`` on ``x``) and accuracy is measured on ``x`` too, one pass gives the loss and the predictions,
+        which go into ``known``: the split is not forwarded a second time for its accuracy."""
         split = self.dataset.splits[self.roles.selection]
+        if type(self.method).val_loss is Method.val_loss and self._eval_view() == "x":
+            known[self.roles.selection], loss = predict_with_loss(self.method.predict, split, self.eval_batch)
+            return loss
         size = self.protocol.eval_batch_size  # a method's objective may depend on its batch (IRM's penalty)
         total = torch.zeros((), device=self.device)
         for i in range(0, len(split), size):

@@ -73,3 +73,44 @@ def test_a_declared_subset_takes_its_rows_of_the_parents_predictions(tmp_path) -
         assert all(torch.equal(p, alone[n]) for n, p in predict_splits(model, dataset, dataset.eval_splits, 16).items())
     expected = (alone["test_id"] == dataset.splits["test_id"].y).float().mean()
     assert shared["test_id_acc"] == pytest.approx(float(expected))
+
+
+def test_one_pass_gives_the_predictions_and_the_default_validation_objective() -> None:
+    """``predict_with_loss`` equals predicting the split and taking ``Method.val_loss``'s cross-entropy on it."""
+    import torch.nn.functional as F
+
+    from bench.metrics import predict_with_loss
+
+    torch.manual_seed(1)
+    x = torch.randint(0, 256, (70, 3, 28, 28), dtype=torch.uint8)
+    y = torch.randint(0, 10, (70,))
+    split = Split(x, y, y, y)
+    model = create_model("small_cnn", 10, 3).eval()
+    preds, loss = predict_with_loss(model, split, 16)
+    with torch.no_grad():
+        expected = F.cross_entropy(model(x.float() / 255), y).item()
+    assert torch.equal(preds, predict_split(model, split, 512))
+    assert loss == pytest.approx(expected, rel=1e-5)
+
+
+def test_a_default_objective_forwards_the_selection_split_once_per_validation(monkeypatch, tmp_path) -> None:
+    """ERM's validation objective is the cross-entropy of its predictions: the validation loss and accuracy come
+    from one pass over the selection split, equal to the method's own ``val_loss`` on it."""
+    import bench.runner as runner
+    from bench.runs import make_run_config
+    from bench.store import Store
+    from tests.conftest import TINY_DATA, TINY_HP
+
+    cfg = make_run_config("erm", "coloured_mnist", "fast", 0, TINY_HP, TINY_DATA)
+    training = runner._Training(cfg, runner.Prepared(cfg, CPU), Store(tmp_path), CPU, None, False)
+    selection = training.dataset.splits[training.roles.selection]
+    calls = []
+    real = training.method.predict
+    monkeypatch.setattr(training.method, "predict", lambda x: (calls.append(len(x)), real(x))[1])
+    training.method.eval()
+    metrics = training._measure(list(training.roles.validation))
+    assert sum(calls) == sum(len(training.dataset.splits[s]) for s in training.roles.validation)
+    with torch.no_grad():
+        size = len(selection)
+        own = training.method.val_loss(selection.batch(torch.arange(size), ("x",), training.budget)).item()
+    assert metrics["val_loss"] == pytest.approx(own, rel=1e-5)

@@ -62,7 +62,7 @@ def test_best_checkpoint_is_the_epoch_the_rule_reports(tmp_path: Path, monkeypat
     metrics ``iid_val`` reports (two separate tie rules used to disagree here)."""
     import bench.runner as runner
 
-    monkeypatch.setattr(runner._Training, "_val_loss", lambda self: 0.25)  # every epoch ties
+    monkeypatch.setattr(runner._Training, "_val_loss", lambda self, known: 0.25)  # every epoch ties
     cfg = make_run_config("erm", "coloured_mnist", "fast", 0, {**TINY_HP, "epochs": 3}, TINY_DATA)
     store = Store(tmp_path)
     record = execute(cfg, store, torch.device("cpu"), progress=False)
@@ -109,7 +109,7 @@ def test_tests_are_measured_where_a_validation_rule_could_choose_and_the_choice_
 
     losses = iter([0.9, 0.5, 0.7, 0.4, 0.6, 0.8])  # new bests at epochs 1, 2 and 4
     real = runner._Training._val_loss
-    monkeypatch.setattr(runner._Training, "_val_loss", lambda self: (real(self), next(losses))[1])
+    monkeypatch.setattr(runner._Training, "_val_loss", lambda self, known: (real(self, known), next(losses))[1])
     hp = {**TINY_HP, "epochs": 6}
     cfg = make_run_config("erm", "coloured_mnist", "fast", 0, {**hp, "test_every": 100}, TINY_DATA)
     store = Store(tmp_path / "sparse")
