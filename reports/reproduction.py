@@ -151,7 +151,7 @@ nd_table1(
     notes=(
         "The paper's Vanilla, LfF, DFA and DCWP rows (‡) are copied by the paper from earlier work that selects "
         "and reports on the unbiased test set and trains MLPs or the paper's CNN for far longer; our rows run "
-        "each method's own optimiser on cnn3 for a few epochs (suite description) and select on the biased "
+        "each method's own optimiser on the small CNN for a few epochs (suite description) and select on the biased "
         "validation split. The oracle diagnostic gives the test-monitored value of the same runs.",
         ND_TRAIN_NOTE,
         "Neuron differentiation's own rows, at the paper's protocol, are in nd-table1-cmnist.",
