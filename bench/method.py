@@ -51,8 +51,9 @@ class TrainHparams:
     lr_gamma: float = 0.1
     # evaluation cadence (``bench.selection.could_be_chosen``): the validation splits every ``eval_every`` epochs
     # (the candidates of selection) and after the last; the test splits and the explanation probe at every
-    # ``test_every``-th validation, at every validation a rule reading validation data would choose if training
-    # ended there, and after the last epoch. Selected rows are the same at any ``test_every``; curves are sparser.
+    # ``test_every``-th validation and after the last epoch; the epochs a rule reading validation data finally
+    # chooses are measured after training from their kept state. Selected rows are the same at any ``test_every``;
+    # curves are sparser.
     eval_every: int = 1
     test_every: int = 1
     # a teacher-student method's networks start as copies of the teacher (the explanation-distillation paper's

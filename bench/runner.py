@@ -30,7 +30,8 @@ from bench.models import create_model
 from bench.protocols import get_protocol
 from bench.provenance import provenance
 from bench.runs import RunConfig
-from bench.selection import DEFAULT_RULE, SELECTION_RULES, could_be_chosen, select_epochs, selection_meta
+from bench.selection import (DEFAULT_RULE, SELECTION_RULES, could_be_chosen, select_epochs, selection_meta,
+                             validation_choices)
 from bench.store import Store
 
 
@@ -125,6 +126,8 @@ def _restart(store: Store, run_id: str) -> None:
     store.reset(run_id)
     for name in ("last.pt", "best.pt", GALLERY_FILE):
         (store.run_dir(run_id) / name).unlink(missing_ok=True)
+    for path in (store.run_dir(run_id) / "candidates").glob("*.pt"):
+        path.unlink()
 
 
 @contextlib.contextmanager
@@ -278,6 +281,7 @@ class _Training:
         state = load_checkpoint(self.run_dir / "last.pt", self.device)
         if state is None:  # a fresh run, or a checkpoint we cannot trust: start from the beginning
             self.store.drop_epochs_after(self.cfg.run_id, 0)
+            self._drop_candidates(set())
             return 0
         self.method.load_state_dict(state["method"])
         torch.set_rng_state(state["rng"].cpu())
@@ -285,6 +289,7 @@ class _Training:
             torch.cuda.set_rng_state(state["cuda_rng"].cpu(), self.device)
         self.counters = _Progress(**{**vars(_Progress()), **state["counters"]})
         self.store.drop_epochs_after(self.cfg.run_id, state["epoch"])
+        self._drop_candidates(set(range(1, int(state["epoch"]) + 1)))
         return int(state["epoch"])
 
     def _checkpoint(self, epoch: int, history: list[dict[str, Any]]) -> None:
@@ -329,10 +334,12 @@ class _Training:
             metrics = {**train_logs, **self._evaluate(epoch, history)}
             history.append({"epoch": epoch + 1, **metrics})
             self.store.add_epoch(self.cfg.run_id, epoch + 1, metrics)
+            self._drop_candidates(validation_choices(history, self.roles, self.dataset.eval_splits))
             self._checkpoint(epoch + 1, history)
             if hasattr(bar, "set_postfix"):
                 bar.set_postfix({k: f"{v:.3f}" for k, v in metrics.items()
                                  if k in ("train_loss", "val_loss", "iid_acc", "ood_acc", "shift_acc")})
+        self._test_choices(history)
         final = select_epochs(history, self.roles)
         self.counters.wall_seconds += time.perf_counter() - self.attempt_start
         return final, self._cost()
@@ -389,12 +396,45 @@ class _Training:
         metrics: dict[str, Any] = {**self._measure(list(self.roles.validation)),
                                    "selectable": bool(self.method.selectable())}
         validations = (epoch + 1) // self.hp.eval_every  # this one included (only the last epoch is off the grid)
-        if last or validations % self.hp.test_every == 0 or could_be_chosen(
-                history, {"epoch": epoch + 1, **metrics}, self.roles, self.dataset.eval_splits):
-            metrics.update(self._measure(self.dataset.test_splits))
-            metrics.update(self.probe.metrics(self.method.predictor()))
+        if last or validations % self.hp.test_every == 0:
+            metrics.update(self._test_metrics())
+        elif could_be_chosen(history, {"epoch": epoch + 1, **metrics}, self.roles, self.dataset.eval_splits):
+            atomic_torch_save(self.method.state_dict(), self._candidate(epoch + 1))
         self.counters.eval_seconds += time.perf_counter() - begin
         return metrics
+
+    def _test_metrics(self) -> dict[str, float]:
+        return {**self._measure(self.dataset.test_splits), **self.probe.metrics(self.method.predictor())}
+
+    # --- epochs tested after training (``test_every`` > 1) -----------------------------------
+    def _candidate(self, epoch: int) -> Path:
+        """The kept state of an untested epoch that a validation-data rule chooses so far."""
+        return self.run_dir / "candidates" / f"epoch-{epoch}.pt"
+
+    def _drop_candidates(self, keep: set[int]) -> None:
+        folder = self.run_dir / "candidates"
+        for path in folder.glob("epoch-*.pt") if folder.exists() else ():
+            if int(path.stem.split("-")[1]) not in keep:
+                path.unlink(missing_ok=True)
+
+    def _test_choices(self, history: list[dict[str, Any]]) -> None:
+        """Measure the test splits at the epochs the validation-data rules chose and that were not tested, from
+        their kept states: every such rule reports the numbers a run tested at every epoch would report."""
+        begin = time.perf_counter()
+        tested = f"{self.dataset.test_splits[0]}_acc"
+        chosen = validation_choices(history, self.roles, self.dataset.eval_splits)
+        for row in history:
+            if row["epoch"] in chosen and tested not in row:
+                state = load_checkpoint(self._candidate(row["epoch"]), self.device)
+                if state is None:
+                    raise RuntimeError(f"the kept state of epoch {row['epoch']} is missing; rerun with --retry-failed")
+                self.method.load_state_dict(state)
+                self.method.eval()
+                with torch.no_grad():
+                    row.update(self._test_metrics())
+                self.store.add_epoch(self.cfg.run_id, row["epoch"], {k: v for k, v in row.items() if k != "epoch"})
+        self._drop_candidates(set())
+        self.counters.eval_seconds += time.perf_counter() - begin
 
     def _measure(self, splits: list[str]) -> dict[str, float]:
         """Metrics of ``splits``; with the validation splits, the method's validation loss and epoch metrics."""

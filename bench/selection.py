@@ -84,23 +84,28 @@ register_rule(SelectionRule("unbiased_val", "best value of a metric on a group-b
                             "(uses validation group labels)", "max", lambda roles: roles.unbiased_val))
 
 
-def could_be_chosen(history: list[dict[str, Any]], row: dict[str, Any], roles: SplitRoles,
-                    splits: list[str]) -> bool:
-    """Whether a rule that reads only validation data would choose ``row`` (the newest epoch, with its validation
-    metrics) if training ended after it. The runner measures the test splits at these epochs (and at a fixed
-    cadence and the last): whichever epoch such a rule finally chooses then has its test metrics. ``oracle`` on
-    a test split chooses among the epochs that were tested."""
-    if not row.get("selectable", True):
-        return False
-    extended = [*history, row]
+def validation_choices(history: list[dict[str, Any]], roles: SplitRoles, splits: list[str]) -> set[int]:
+    """The epochs that the rules reading only validation data choose in ``history``."""
+    chosen = set()
     for name in SELECTION_RULES.names():
         rule = SELECTION_RULES.get(name)
         key = rule.metric(roles) if rule.goal != "last" else None
         if key is None or roles.on_test_split(key, splits):
             continue
-        if rule.choose(extended, roles) is row:
-            return True
-    return False
+        row = rule.choose(history, roles)
+        if row is not None:
+            chosen.add(int(row["epoch"]))
+    return chosen
+
+
+def could_be_chosen(history: list[dict[str, Any]], row: dict[str, Any], roles: SplitRoles,
+                    splits: list[str]) -> bool:
+    """Whether a rule that reads only validation data would choose ``row`` (the newest epoch, with its validation
+    metrics) if training ended after it. The runner keeps the state of these epochs and measures their test
+    splits once training ends and the choice is final (``validation_choices``): whichever epoch such a rule
+    chooses then has its test metrics. ``oracle`` on a test split chooses among the epochs that were tested."""
+    return bool(row.get("selectable", True)) and int(row["epoch"]) in validation_choices([*history, row], roles,
+                                                                                          splits)
 
 
 def select_epochs(history: list[dict[str, Any]], roles: SplitRoles) -> dict[str, dict[str, Any]]:
