@@ -49,7 +49,7 @@ class TrainHparams:
     # step schedule: lr × lr_gamma^(number of milestones reached), a milestone m taking effect from epoch m + 1
     lr_milestones: tuple[int, ...] = ()
     lr_gamma: float = 0.1
-    # evaluation cadence (``bench.selection.could_be_chosen``): the validation splits every ``eval_every`` epochs
+    # evaluation cadence (``bench.selection.ValidationChoices``): the validation splits every ``eval_every`` epochs
     # (the candidates of selection) and after the last; the test splits and the explanation probe at every
     # ``test_every``-th validation and after the last epoch; the epochs a rule reading validation data finally
     # chooses are measured after training from their kept state. Selected rows are the same at any ``test_every``;

@@ -30,8 +30,7 @@ from bench.models import create_model
 from bench.protocols import get_protocol
 from bench.provenance import provenance
 from bench.runs import RunConfig
-from bench.selection import (DEFAULT_RULE, SELECTION_RULES, could_be_chosen, select_epochs, selection_meta,
-                             validation_choices)
+from bench.selection import DEFAULT_RULE, SELECTION_RULES, ValidationChoices, select_epochs, selection_meta
 from bench.store import Store
 
 
@@ -295,7 +294,8 @@ class _Training:
     def _checkpoint(self, epoch: int, history: list[dict[str, Any]]) -> None:
         """``last.pt`` always; ``best.pt`` (and the gallery of its network) when the checkpoint rule now
         chooses this epoch: the kept network is the one whose metrics the rule reports."""
-        chosen = self.rule.choose(history, self.roles)
+        chosen = self.choices.chosen(self.rule.name) if self.rule.name in self.choices.rules else \
+            self.rule.choose(history, self.roles)
         if chosen is not None and chosen["epoch"] == epoch:
             predictor = self.method.predictor()
             atomic_torch_save({"model": predictor.state_dict(), "epoch": epoch, "rule": self.rule.name,
@@ -324,6 +324,7 @@ class _Training:
         start = self._resume()
         self.counters.attempts += 1
         history = self.store.epochs(self.cfg.run_id)
+        self.choices = ValidationChoices(self.roles, self.dataset.eval_splits, history)
         step = self._stepper()
         epochs = range(start, self.hp.epochs)
         bar = _progress_bar(epochs, self.cfg.label(), self.show_progress, start, self.hp.epochs)
@@ -334,7 +335,8 @@ class _Training:
             metrics = {**train_logs, **self._evaluate(epoch, history)}
             history.append({"epoch": epoch + 1, **metrics})
             self.store.add_epoch(self.cfg.run_id, epoch + 1, metrics)
-            self._drop_candidates(validation_choices(history, self.roles, self.dataset.eval_splits))
+            self.choices.add(history[-1])
+            self._drop_candidates(self.choices.epochs())
             self._checkpoint(epoch + 1, history)
             if hasattr(bar, "set_postfix"):
                 bar.set_postfix({k: f"{v:.3f}" for k, v in metrics.items()
@@ -398,7 +400,7 @@ class _Training:
         validations = (epoch + 1) // self.hp.eval_every  # this one included (only the last epoch is off the grid)
         if last or validations % self.hp.test_every == 0:
             metrics.update(self._test_metrics())
-        elif could_be_chosen(history, {"epoch": epoch + 1, **metrics}, self.roles, self.dataset.eval_splits):
+        elif self.choices.would_choose({"epoch": epoch + 1, **metrics}):
             atomic_torch_save(self.method.state_dict(), self._candidate(epoch + 1))
         self.counters.eval_seconds += time.perf_counter() - begin
         return metrics
@@ -422,7 +424,7 @@ class _Training:
         their kept states: every such rule reports the numbers a run tested at every epoch would report."""
         begin = time.perf_counter()
         tested = f"{self.dataset.test_splits[0]}_acc"
-        chosen = validation_choices(history, self.roles, self.dataset.eval_splits)
+        chosen = self.choices.epochs()
         for row in history:
             if row["epoch"] in chosen and tested not in row:
                 state = load_checkpoint(self._candidate(row["epoch"]), self.device)

@@ -51,12 +51,17 @@ class SelectionRule:
         candidates = [row for row in candidates if key in row]  # a metric a run did not record: not chosen
         if not candidates:
             return None
-        sign = 1.0 if self.goal == "min" else -1.0
         best = candidates[0]
-        for row in candidates[1:]:  # strict improvement only: the earliest of equal epochs wins
-            if sign * row[key] < sign * best[key]:
+        for row in candidates[1:]:
+            if self.prefers(row, best, key):
                 best = row
         return best
+
+    def prefers(self, row: dict[str, Any], best: dict[str, Any], key: str) -> bool:
+        """Whether a later epoch ``row`` replaces ``best``: strict improvement only, so the earliest of equal
+        epochs wins (``goal`` "min" or "max")."""
+        sign = 1.0 if self.goal == "min" else -1.0
+        return sign * row[key] < sign * best[key]
 
     def describe(self, roles: SplitRoles, splits: list[str]) -> dict[str, Any]:
         """What the rule read on this dataset (stored with the run; tables print it)."""
@@ -84,28 +89,44 @@ register_rule(SelectionRule("unbiased_val", "best value of a metric on a group-b
                             "(uses validation group labels)", "max", lambda roles: roles.unbiased_val))
 
 
-def validation_choices(history: list[dict[str, Any]], roles: SplitRoles, splits: list[str]) -> set[int]:
-    """The epochs that the rules reading only validation data choose in ``history``."""
-    chosen = set()
-    for name in SELECTION_RULES.names():
-        rule = SELECTION_RULES.get(name)
-        key = rule.metric(roles) if rule.goal != "last" else None
-        if key is None or roles.on_test_split(key, splits):
-            continue
-        row = rule.choose(history, roles)
-        if row is not None:
-            chosen.add(int(row["epoch"]))
-    return chosen
+class ValidationChoices:
+    """The epoch each rule that reads only validation data chooses, kept up to date one epoch at a time (constant
+    work per epoch, where ``SelectionRule.choose`` rescans the history: runs of 20,000 epochs exist). The runner
+    keeps the untested states of these epochs and measures their test splits once training ends; ``oracle`` on a
+    test split chooses among the epochs that were tested."""
 
+    def __init__(self, roles: SplitRoles, splits: list[str], history: list[dict[str, Any]] = ()) -> None:
+        self.rules: dict[str, tuple[SelectionRule, str]] = {}
+        for name in SELECTION_RULES.names():
+            rule = SELECTION_RULES.get(name)
+            key = rule.metric(roles) if rule.goal != "last" else None
+            if key is not None and not roles.on_test_split(key, splits):
+                self.rules[name] = (rule, key)
+        self.best: dict[str, dict[str, Any]] = {}
+        for row in history:
+            self.add(row)
 
-def could_be_chosen(history: list[dict[str, Any]], row: dict[str, Any], roles: SplitRoles,
-                    splits: list[str]) -> bool:
-    """Whether a rule that reads only validation data would choose ``row`` (the newest epoch, with its validation
-    metrics) if training ended after it. The runner keeps the state of these epochs and measures their test
-    splits once training ends and the choice is final (``validation_choices``): whichever epoch such a rule
-    chooses then has its test metrics. ``oracle`` on a test split chooses among the epochs that were tested."""
-    return bool(row.get("selectable", True)) and int(row["epoch"]) in validation_choices([*history, row], roles,
-                                                                                          splits)
+    def _wins(self, name: str, row: dict[str, Any]) -> bool:
+        rule, key = self.rules[name]
+        if not row.get("selectable", True) or key not in row:
+            return False
+        return name not in self.best or rule.prefers(row, self.best[name], key)
+
+    def would_choose(self, row: dict[str, Any]) -> bool:
+        """Whether a rule would choose ``row`` (the newest epoch, with its validation metrics) if training ended
+        after it."""
+        return any(self._wins(name, row) for name in self.rules)
+
+    def add(self, row: dict[str, Any]) -> None:
+        for name in self.rules:
+            if self._wins(name, row):
+                self.best[name] = row
+
+    def chosen(self, name: str) -> dict[str, Any] | None:
+        return self.best.get(name)
+
+    def epochs(self) -> set[int]:
+        return {int(row["epoch"]) for row in self.best.values()}
 
 
 def select_epochs(history: list[dict[str, Any]], roles: SplitRoles) -> dict[str, dict[str, Any]]:

@@ -10,7 +10,7 @@ from bench.artifacts import load_checkpoint
 from bench.data import SplitRoles
 from bench.runner import execute
 from bench.runs import make_run_config
-from bench.selection import SELECTION_RULES, select_epochs, selection_meta
+from bench.selection import SELECTION_RULES, ValidationChoices, select_epochs, selection_meta
 from bench.store import Store
 from tests.conftest import TINY_DATA, TINY_HP
 
@@ -43,6 +43,29 @@ def test_epochs_marked_not_selectable_are_never_chosen() -> None:
     assert {rule: r["epoch"] for rule, r in chosen.items()} == {"iid_val": 3, "oracle": 3, "unbiased_val": 3,
                                                                   "last": 3, "iid_val_acc": 2}
     assert select_epochs([row(1, 0.1, selectable=False)], ROLES) == {}
+
+
+def test_the_running_choices_equal_each_rules_choice_over_the_whole_history() -> None:
+    """``ValidationChoices`` (one epoch at a time) chooses what ``SelectionRule.choose`` chooses on the whole
+    history, ties and unselectable epochs included, for every rule that reads validation data only."""
+    generator = torch.Generator().manual_seed(0)
+    for trial in range(50):
+        n = int(torch.randint(1, 30, (1,), generator=generator))
+        values = torch.randint(0, 4, (n, 4), generator=generator).float() / 4  # coarse values: many ties
+        selectable = torch.rand(n, generator=generator) > 0.2
+        history = [row(i + 1, *values[i, :3].tolist(), selectable=bool(selectable[i]), val_acc=float(values[i, 3]))
+                   for i in range(n)]
+        splits = ["val", "val_ood", "iid", "ood"]
+        running = ValidationChoices(ROLES, splits)
+        for i, epoch_row in enumerate(history):
+            would = running.would_choose(epoch_row)
+            running.add(epoch_row)
+            assert would == (epoch_row["epoch"] in running.epochs() and any(
+                SELECTION_RULES.get(name).choose(history[:i + 1], ROLES) is epoch_row for name in running.rules))
+        assert set(running.rules) == {"iid_val", "iid_val_acc", "oracle", "unbiased_val"}  # oracle: on val_ood
+        for name in running.rules:
+            assert running.chosen(name) is SELECTION_RULES.get(name).choose(history, ROLES), (trial, name)
+        assert ValidationChoices(ROLES, splits, history).epochs() == running.epochs()
 
 
 def test_rules_that_do_not_apply_are_absent_and_described() -> None:
