@@ -278,6 +278,10 @@ class _Training:
     def _resume(self) -> int:
         """Load the last checkpoint; returns the number of completed epochs."""
         state = load_checkpoint(self.run_dir / "last.pt", self.device)
+        if state is not None and self._untested_choices_lost(int(state["epoch"])):
+            print(f"warning: run {self.cfg.run_id} lost the kept state of an epoch it must still test; training it "
+                  "again from the start", file=sys.stderr)
+            state = None
         if state is None:  # a fresh run, or a checkpoint we cannot trust: start from the beginning
             self.store.drop_epochs_after(self.cfg.run_id, 0)
             self._drop_candidates(set())
@@ -290,6 +294,13 @@ class _Training:
         self.store.drop_epochs_after(self.cfg.run_id, state["epoch"])
         self._drop_candidates(set(range(1, int(state["epoch"]) + 1)))
         return int(state["epoch"])
+
+    def _untested_choices_lost(self, epochs_done: int) -> bool:
+        history = [row for row in self.store.epochs(self.cfg.run_id) if row["epoch"] <= epochs_done]
+        tested = f"{self.dataset.test_splits[0]}_acc"
+        untested = {row["epoch"] for row in history if tested not in row}
+        chosen = ValidationChoices(self.roles, self.dataset.eval_splits, history).epochs()
+        return any(not self._candidate(epoch).exists() for epoch in chosen & untested)
 
     def _checkpoint(self, epoch: int, history: list[dict[str, Any]]) -> None:
         """``last.pt`` always; ``best.pt`` (and the gallery of its network) when the checkpoint rule now
@@ -428,8 +439,10 @@ class _Training:
         for row in history:
             if row["epoch"] in chosen and tested not in row:
                 state = load_checkpoint(self._candidate(row["epoch"]), self.device)
-                if state is None:
-                    raise RuntimeError(f"the kept state of epoch {row['epoch']} is missing; rerun with --retry-failed")
+                if state is None:  # unreadable since the resume checked it: the next attempt starts again
+                    self._candidate(row["epoch"]).unlink(missing_ok=True)
+                    raise RuntimeError(f"the kept state of epoch {row['epoch']} is unreadable; rerun with "
+                                       "--retry-failed to train the run again")
                 self.method.load_state_dict(state)
                 self.method.eval()
                 with torch.no_grad():

@@ -161,10 +161,12 @@ def _acc_bests(rows: list[dict]) -> list[int]:
     return out
 
 
+@pytest.mark.parametrize("lost", [False, True])
 def test_a_run_interrupted_while_it_keeps_untested_states_resumes_to_the_same_record(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, lost: bool) -> None:
     """Killed after epoch 3 with the untested best epoch 2 kept on disk: the resumed run tests the finally chosen
-    epochs from their kept states and reports what the uninterrupted run reports."""
+    epochs from their kept states and reports what the uninterrupted run reports. Had the kept state been lost,
+    the run trains again from the start (its epoch 2 could no longer be tested) and still reports the same."""
     import bench.runner as runner
 
     real = runner._Training._val_loss
@@ -192,7 +194,9 @@ def test_a_run_interrupted_while_it_keeps_untested_states_resumes_to_the_same_re
     with pytest.raises(KeyboardInterrupt):
         execute(cfg, store, torch.device("cpu"), progress=False)
     monkeypatch.setattr(runner._Training, "_checkpoint", original)
-    scripted(0.6, 0.8)
+    if lost:
+        (store.run_dir(cfg.run_id) / "candidates" / "epoch-2.pt").unlink()
+    scripted(*([0.9, 0.5, 0.7, 0.6, 0.8] if lost else [0.6, 0.8]))
     resumed = execute(cfg, store, torch.device("cpu"), progress=False)
     assert resumed["final"]["iid_val"]["epoch"] == 2 and "iid_acc" in resumed["final"]["iid_val"]
     assert resumed["final"] == reference["final"]
