@@ -199,6 +199,10 @@ class GroupMethod(Method):
         else:
             self.penalty_scale.fill_(0.0)
 
+    def selectable(self) -> bool:
+        """An inferred variant's epochs before its partition exists are plain ERM, not the method: not chosen."""
+        return self.grouping == "true" or bool(self.penalty_scale > 0)
+
     def _infer(self) -> Tensor:
         assert self.ctx.train is not None
         feats, logits, ys = [], [], []

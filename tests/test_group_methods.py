@@ -132,3 +132,24 @@ def test_inferred_minority_is_the_higher_loss_side_of_each_class(seed: int) -> N
     for c in split:
         side = beta[y == c]
         assert losses[y == c][side == 1].mean() > losses[y == c][side == 0].mean()
+
+
+@pytest.mark.parametrize("name", ["groupdro_inferred", "irm_inferred", "pgi_inferred"])
+def test_an_inferred_variant_is_never_selected_at_its_erm_epochs(tmp_path, name: str) -> None:
+    """Before the partition exists an inferred variant is plain ERM: those epochs are not selectable, so no rule
+    reports them as the method (IRM* and PGI* once chose their ERM epoch 1 on its lower validation loss)."""
+    from bench.runner import execute
+    from bench.runs import make_run_config
+    from bench.store import Store
+    from tests.conftest import TINY_DATA, TINY_HP
+
+    cfg = make_run_config(name, "coloured_mnist", "fast", 0, {**TINY_HP, "epochs": 3, "partition_epochs": 2},
+                          TINY_DATA)
+    store = Store(tmp_path)
+    record = execute(cfg, store, torch.device("cpu"), progress=False)
+    assert [row["selectable"] for row in store.epochs(cfg.run_id)] == [False, False, True]
+    assert {row["epoch"] for row in record["final"].values()} == {3}
+    true_groups = make_run_config(name.removesuffix("_inferred"), "coloured_mnist", "fast", 0,
+                                  {**TINY_HP, "epochs": 2}, TINY_DATA)
+    execute(true_groups, store, torch.device("cpu"), progress=False)
+    assert all(row["selectable"] for row in store.epochs(true_groups.run_id))
