@@ -24,8 +24,14 @@ from bench.errors import UserError
 from bench.fingerprint import changed_parts, code_fingerprint
 from bench.heatmaps import ExplanationProbe, eval_view
 from bench.method import Method, build_method, check_supervision, get_method, resolve_hparams, supervision_budget
-from bench.metrics import (conflicting_samples, eval_batch_size, evaluate, mining_metrics, predict_splits,
-                           predict_with_loss)
+from bench.metrics import (
+    conflicting_samples,
+    eval_batch_size,
+    evaluate,
+    mining_metrics,
+    predict_splits,
+    predict_with_loss,
+)
 from bench.models import create_model
 from bench.protocols import get_protocol
 from bench.provenance import provenance

@@ -160,8 +160,8 @@ nd_table1(
         ND_TRAIN_NOTE,
         SPARSE_TESTS_NOTE,
         "What the rerun shows (one seed, the small CNN): every bias-mining row beats Vanilla by several points at "
-        "1 % and by at most about a point at 5 % (the `ours − erm` column): as in the paper's copies, the gain is large at 1 % and small at 5 % (where the copied LfF "
-        "row is below the copied Vanilla); DFA and DCWP, the "
+        "1 % and by at most about a point at 5 % (the `ours − erm` column): as in the paper's copies, the gain is "
+        "large at 1 % and small at 5 % (where the copied LfF row is below the copied Vanilla); DFA and DCWP, the "
         "paper's two best copied rows, are our two best at both ratios, in the other order and less than a point "
         "apart, which one seed does not separate. Vanilla and LfF at 1 % are above their copies by more than 2 "
         "points. For Vanilla we read it as the architecture, not measured: the copies come from work that trains "
