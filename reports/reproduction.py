@@ -356,11 +356,30 @@ GROUPS_NOTE = (
     "select on the biased validation split. The rows with true group labels have no paper number: they show "
     "what the inferred partition costs against the dataset's own groups."
 )
-for _name, _suite, _protocol, _title in (
-        ("tea-table1-cmnist-groups", "repro-groups-cmnist80-cpu", "cpu", "CPU protocol"),
-        ("tea-table1-cmnist-groups-gpu", "paper-groups-cmnist80", "paper", "paper protocol")):
+GROUPS_CPU_NOTES = (
+    "Read the rows against our ERM row, not against the copies: ERM has no copy in the paper, and ours is already "
+    "above every copied OOD and shift number. On our data (Ahmed et al.'s colour scheme on all ten digits) and the "
+    "small CNN, the 20 % bias-conflicting images leave ERM reading the digit on most OOD images, so the copies' Δ "
+    "measure the setting, not the methods; the evidence is the ordering within the table.",
+    "With the dataset's true groups every method stays within two points of ERM's IID accuracy and raises shift "
+    "accuracy by many points: "
+    "PGI most, then GroupDRO, then IRM. With inferred groups PGI* stays first, as in the copies (PGI* above IRM* "
+    "and GroupDRO*), and keeps most of its true-group gain; GroupDRO* keeps a large shift gain at a small OOD cost. "
+    "The mining table says why the inferred rows trail the true-group ones: the partition inferred after one "
+    "epoch of ERM is a small minority, mostly bias-conflicting samples but only a minority of them, because one "
+    "epoch of ERM at 80 % bias already fits most conflicting images.",
+    "IRM* at its default penalty weight (Arjovsky et al.'s, 91257; Ahmed et al.'s tuned weight is unpublished) "
+    "gives up its risk for the penalty once the partition exists: in its record the training risk rises towards "
+    "chance while the penalty falls towards zero within two epochs (train_risk, train_penalty), and the row is "
+    "near chance out of distribution. With the true groups the same default weight trains.",
+    "The inferred variants are plain ERM until their partition exists; those epochs are not selectable, so no "
+    "row reports ERM's first epoch as the method (revisions before c87765a did, on two rows).",
+)
+for _name, _suite, _protocol, _title, _notes in (
+        ("tea-table1-cmnist-groups", "repro-groups-cmnist80-cpu", "cpu", "CPU protocol", GROUPS_CPU_NOTES),
+        ("tea-table1-cmnist-groups-gpu", "paper-groups-cmnist80", "paper", "paper protocol", ())):
     tea_table1(_name, f"Explanation distillation, Table 1: the group-invariance rows at 80 % bias ({_title})",
-               _suite, _protocol, notes=(GROUPS_NOTE, SPARSE_TESTS_NOTE), analyses=(mining_blocks,))
+               _suite, _protocol, notes=(GROUPS_NOTE, SPARSE_TESTS_NOTE, *_notes), analyses=(mining_blocks,))
 
 GROUPS_WATERBIRDS_NOTE = (
     "Not the paper's data or models: emoji birds on procedural scenes and networks trained from scratch, where "
