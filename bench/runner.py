@@ -303,8 +303,7 @@ class _Training:
 
     def _untested_choices_lost(self, epochs_done: int) -> bool:
         history = [row for row in self.store.epochs(self.cfg.run_id) if row["epoch"] <= epochs_done]
-        tested = f"{self.dataset.test_splits[0]}_acc"
-        untested = {row["epoch"] for row in history if tested not in row}
+        untested = {row["epoch"] for row in history if not self._tested(row)}
         chosen = ValidationChoices(self.roles, self.dataset.eval_splits, history).epochs()
         return any(not self._candidate(epoch).exists() for epoch in chosen & untested)
 
@@ -430,6 +429,9 @@ class _Training:
         """The kept state of an untested epoch that a validation-data rule chooses so far."""
         return self.run_dir / "candidates" / f"epoch-{epoch}.pt"
 
+    def _tested(self, row: dict[str, Any]) -> bool:
+        return f"{self.dataset.test_splits[0]}_acc" in row
+
     def _drop_candidates(self, keep: set[int]) -> None:
         folder = self.run_dir / "candidates"
         for path in folder.glob("epoch-*.pt") if folder.exists() else ():
@@ -440,10 +442,9 @@ class _Training:
         """Measure the test splits at the epochs the validation-data rules chose and that were not tested, from
         their kept states: every such rule reports the numbers a run tested at every epoch would report."""
         begin = time.perf_counter()
-        tested = f"{self.dataset.test_splits[0]}_acc"
         chosen = self.choices.epochs()
         for row in history:
-            if row["epoch"] in chosen and tested not in row:
+            if row["epoch"] in chosen and not self._tested(row):
                 state = load_checkpoint(self._candidate(row["epoch"]), self.device)
                 if state is None:  # unreadable since the resume checked it: the next attempt starts again
                     self._candidate(row["epoch"]).unlink(missing_ok=True)
